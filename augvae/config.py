@@ -1,0 +1,291 @@
+"""Validated configuration dataclasses and the paper's training recipes.
+
+Every default lives here, once: the CLI builds its options from these fields (their ``help``
+metadata), and each saved artifact stores the resolved config next to it as JSON.
+
+Example:
+    >>> from augvae.config import ModelConfig, recipe_config
+    >>> ModelConfig().latent_dim
+    2
+    >>> cfg = recipe_config("overlay", epochs=5)
+    >>> (cfg.epochs, cfg.copies, cfg.batch_size)
+    (5, 500, 10)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from augvae.errors import ConfigError
+
+__all__ = [
+    "ModelConfig",
+    "TrainConfig",
+    "GenerateConfig",
+    "GENERATE_MODES",
+    "RECIPES",
+    "recipe_config",
+    "config_from_dict",
+    "config_to_dict",
+    "check_choice",
+]
+
+RECON_LOSSES = ("bce", "mse")
+OPTIMIZERS = ("rmsprop", "adam")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+RESIZE_POLICIES = ("resize", "center-crop", "pad")
+
+C = TypeVar("C")
+
+
+def check_choice(value: str, choices: typing.Iterable[str], name: str) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise :class:`ConfigError` listing them."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; expected one of: {', '.join(choices)}")
+    return value
+
+
+def _h(text: str, **kw: Any) -> Any:
+    """A dataclass field whose help text the CLI shows."""
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and objective of a :class:`augvae.ConvVAE`.
+
+    The default is the paper's model (the Keras VAE example): conv 32 and 64 with stride 2, dense
+    16, a 2-D latent, a mirrored transposed-conv decoder ending in a sigmoid, BCE reconstruction.
+    Larger images get more stride-2 stages so the last feature map stays near 7x7.
+
+    Example:
+        >>> cfg = ModelConfig(image_size=64, latent_dim=8)
+        >>> cfg.stage_sizes()
+        [64, 32, 16, 8]
+        >>> cfg.resolved_widths()
+        (32, 64, 128)
+    """
+
+    image_size: int = _h("side of the square images the model takes, 28 to 256", default=28)
+    channels: int = _h("image channels: 1 (grayscale) or 3 (colour)", default=1)
+    latent_dim: int = _h("latent dimension (2 as in the paper; larger is more realistic)", default=2)
+    widths: tuple[int, ...] = _h(
+        "conv channels per stride-2 stage; empty = automatic (32, 64, then doubling up to 256)", default=()
+    )
+    hidden_dim: int = _h("width of the dense layer before the mean/log-variance heads", default=16)
+    recon_loss: str = _h("reconstruction loss: bce (as in the paper) or mse", default="bce")
+    beta: float = _h("weight of the KL term (1 = the plain VAE; below 1 fights posterior collapse)", default=1.0)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        if not 28 <= self.image_size <= 256:
+            raise ConfigError(f"image_size must be between 28 and 256, got {self.image_size}; pass --image-size 28..256")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
+        if not 1 <= self.latent_dim <= 512:
+            raise ConfigError(f"latent_dim must be between 1 and 512, got {self.latent_dim}; pass --latent-dim 2 or larger")
+        if self.hidden_dim < 1:
+            raise ConfigError(f"hidden_dim must be >= 1, got {self.hidden_dim}")
+        if self.widths and (len(self.widths) < 2 or any(w < 1 for w in self.widths)):
+            raise ConfigError(f"widths must hold at least 2 positive channel counts, got {self.widths}")
+        if self.widths and len(self.widths) != self.num_stages():
+            raise ConfigError(
+                f"widths has {len(self.widths)} stages but image_size {self.image_size} needs "
+                f"{self.num_stages()} stride-2 stages; give {self.num_stages()} widths or leave widths empty"
+            )
+        check_choice(self.recon_loss, RECON_LOSSES, "recon_loss")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ConfigError(f"beta must be a finite number >= 0, got {self.beta}")
+
+    def num_stages(self) -> int:
+        """Number of stride-2 stages: 2 up to 28 px, one more each time the size doubles."""
+        return max(2, math.ceil(math.log2(self.image_size / 8)))
+
+    def stage_sizes(self) -> list[int]:
+        """Feature-map side after each stage, input first: ``[S, ceil(S/2), ...]``."""
+        sizes = [self.image_size]
+        for _ in range(self.num_stages()):
+            sizes.append(math.ceil(sizes[-1] / 2))
+        return sizes
+
+    def resolved_widths(self) -> tuple[int, ...]:
+        """Channel widths, the automatic ones filled in."""
+        if self.widths:
+            return tuple(self.widths)
+        return tuple(min(256, 32 * 2**i) for i in range(self.num_stages()))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a VAE is trained. Use :func:`recipe_config` to start from one of the paper's recipes.
+
+    Example:
+        >>> TrainConfig(epochs=3, optimizer="adam").lr
+        0.002
+    """
+
+    recipe: str = _h("small-set (paper section 3: all images) or overlay (section 4: a few sources)", default="small-set")
+    epochs: int = _h("passes over the data (overlay recipe: over copies x sources)", default=100)
+    batch_size: int = _h("minibatch size (10 in the paper)", default=10)
+    lr: float = _h("learning rate (2e-3 in the paper)", default=2e-3)
+    optimizer: str = _h("rmsprop (as in the paper, Keras defaults) or adam", default="rmsprop")
+    seed: int = _h("random seed: the same seed gives the same weights on CPU", default=0)
+    device: str = _h("auto (cuda, then mps, then cpu), cpu, cuda or mps", default="auto")
+    copies: int = _h("overlay recipe: copies of each source per epoch (500 in the paper)", default=500)
+    kl_warmup_epochs: int = _h("ramp the KL weight from 0 to beta over this many epochs (0 = off)", default=0)
+    resize_policy: str = _h("how images are fit to image_size: resize, center-crop or pad", default="resize")
+    checkpoint_every: int = _h("save a resumable checkpoint every N epochs", default=1)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        check_choice(self.recipe, RECIPES, "recipe")
+        check_choice(self.optimizer, OPTIMIZERS, "optimizer")
+        check_choice(self.device, DEVICES, "device")
+        check_choice(self.resize_policy, RESIZE_POLICIES, "resize_policy")
+        for name in ("epochs", "batch_size", "copies", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}; pass --{name.replace('_', '-')} 1 or more")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.kl_warmup_epochs < 0:
+            raise ConfigError(f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+
+
+GENERATE_MODES = ("overlay", "grid", "prior", "interpolate")
+FORMULATION_CHOICES = ("sum", "mean", "offset", "residual")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """What ``augvae generate`` makes from a trained model.
+
+    Example:
+        >>> GenerateConfig(mode="grid").step
+        0.1
+    """
+
+    mode: str = _h("overlay (Fig. 5), grid (Fig. 3), prior (samples of N(0, I)) or interpolate", default="overlay")
+    n: int = _h("overlay/prior: how many images", default=16)
+    seed: int = _h("random seed of the draws", default=0)
+    k: int = _h("overlay: distinct sources combined per image", default=2)
+    formulation: str = _h("overlay: sum (the paper's), mean, offset or residual", default="residual")
+    scale: float = _h("overlay: sample around each source centre with this many posterior std (0 = centres)", default=0.0)
+    same_class: bool = _h("overlay: combine sources of one class only", default=False)
+    x_range: tuple[float, ...] = _h("grid: low and high of the first axis", default=(-15.0, 15.0))
+    y_range: tuple[float, ...] = _h("grid: low and high of the second axis", default=(-10.0, 10.0))
+    step: float = _h("grid: step between points (0.1 in the paper)", default=0.1)
+    max_side: int = _h("grid: at most this many cells per side in the mosaic (the grid is thinned)", default=31)
+    plane: str = _h("grid: dims (latent dims 0 and 1) or pca (first two principal axes, for latent_dim > 2)", default="dims")
+    steps: int = _h("interpolate: images on the path between two sources", default=10)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        check_choice(self.mode, GENERATE_MODES, "mode")
+        check_choice(self.formulation, FORMULATION_CHOICES, "formulation")
+        check_choice(self.plane, ("dims", "pca"), "plane")
+        for name in ("n", "k", "max_side", "steps"):
+            if getattr(self, name) < (2 if name in ("max_side", "steps") else 1):
+                raise ConfigError(f"{name} must be >= {2 if name in ('max_side', 'steps') else 1}, got {getattr(self, name)}")
+        for name in ("x_range", "y_range"):
+            r = getattr(self, name)
+            if len(r) != 2 or not r[0] < r[1]:
+                raise ConfigError(f"{name} must be two numbers LOW HIGH with LOW < HIGH, got {r}")
+        if not (math.isfinite(self.step) and self.step > 0):
+            raise ConfigError(f"step must be > 0, got {self.step}")
+        if not (math.isfinite(self.scale) and self.scale >= 0):
+            raise ConfigError(f"scale must be >= 0, got {self.scale}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+
+
+#: The paper's two recipes, as overrides of :class:`TrainConfig` defaults.
+RECIPES: dict[str, dict[str, Any]] = {
+    # Section 3: all images, latent 2, RMSprop 2e-3, batch 10, 100 epochs.
+    "small-set": {"epochs": 100, "batch_size": 10, "lr": 2e-3, "optimizer": "rmsprop"},
+    # Section 4: a few sources, >= 500 copies each, every batch mixes the sources, 20 epochs.
+    "overlay": {"epochs": 20, "batch_size": 10, "lr": 2e-3, "optimizer": "rmsprop", "copies": 500},
+}
+
+
+def recipe_config(recipe: str = "small-set", **overrides: Any) -> TrainConfig:
+    """The :class:`TrainConfig` of a named recipe, with any field overridden.
+
+    Example:
+        >>> recipe_config("small-set", seed=3).seed
+        3
+    """
+    check_choice(recipe, RECIPES, "recipe")
+    values = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}, "recipe": recipe}
+    return config_from_dict(TrainConfig, values)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def config_from_dict(cls: type[C], data: typing.Mapping[str, Any], where: str = "config") -> C:
+    """Build ``cls`` from a mapping, refusing unknown keys by name and checking types.
+
+    Example:
+        >>> config_from_dict(ModelConfig, {"latent_dim": 4}).latent_dim
+        4
+        >>> config_from_dict(ModelConfig, {"latnt_dim": 4})
+        Traceback (most recent call last):
+        ...
+        augvae.errors.ConfigError: config has unknown key(s) 'latnt_dim'; valid keys: image_size, channels, latent_dim, widths, hidden_dim, recon_loss, beta
+    """
+    if not isinstance(data, typing.Mapping):
+        raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}")
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(
+            f"{where} has unknown key(s) {', '.join(repr(k) for k in unknown)}; valid keys: {', '.join(names)}"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {k: (tuple(v) if _is_tuple(hints[k]) and isinstance(v, list) else v) for k, v in data.items()}
+    return cls(**values)
+
+
+def _is_tuple(tp: Any) -> bool:
+    return typing.get_origin(tp) is tuple
+
+
+def _check_types(cfg: Any) -> None:
+    """Refuse values of the wrong type with the field's name (ints for floats are fine)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, tp = getattr(cfg, f.name), hints[f.name]
+        ok: bool
+        if tp is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok:
+                object.__setattr__(cfg, f.name, float(value))
+        elif tp is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif tp is bool:
+            ok = isinstance(value, bool)
+        elif tp is str:
+            ok = isinstance(value, str)
+        elif _is_tuple(tp):
+            elem = typing.get_args(tp)[0]
+            ok = isinstance(value, tuple) and all(
+                isinstance(v, (int, float) if elem is float else elem) and not isinstance(v, bool) for v in value
+            )
+            if ok and elem is float:
+                object.__setattr__(cfg, f.name, tuple(float(v) for v in value))
+        elif isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+            ok = True
+        else:  # pragma: no cover - every field type is listed above
+            ok = True
+        if not ok:
+            raise ConfigError(f"{f.name} must be of type {getattr(tp, '__name__', tp)}, got {value!r}")

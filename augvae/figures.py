@@ -1,0 +1,95 @@
+"""Figures: loss history, latent scatter (paper Fig. 2), image mosaics (Figs. 3 and 5).
+
+Plots use matplotlib's non-interactive Agg backend and are written atomically as PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from augvae._io import write_bytes
+
+__all__ = ["plot_history", "plot_latent_scatter", "save_mosaic", "mosaic", "save_png", "to_uint8"]
+
+
+def _figure(**kw: Any) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(**kw)  # no pyplot: no global state, no GUI backend
+
+
+def _save_fig(fig: Any, path: str | os.PathLike[str]) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    write_bytes(path, buf.getvalue())
+
+
+def plot_history(history: Sequence[dict[str, float]], path: str | os.PathLike[str]) -> None:
+    """Plot loss, reconstruction and KL per epoch to a PNG."""
+    fig = _figure(figsize=(8, 3))
+    epochs = [r["epoch"] for r in history]
+    for i, key in enumerate(("loss", "recon", "kl")):
+        ax = fig.add_subplot(1, 3, i + 1)
+        ax.plot(epochs, [r[key] for r in history])
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def plot_latent_scatter(
+    mu: Tensor, labels: Sequence[str], path: str | os.PathLike[str], title: str = "latent means", dims: tuple[int, int] = (0, 1)
+) -> None:
+    """Scatter the latent means coloured by class or source (paper Figure 2)."""
+    pts = mu.detach().cpu().numpy()
+    fig = _figure(figsize=(5, 5))
+    ax = fig.add_subplot(1, 1, 1)
+    for name in sorted(set(labels)):
+        sel = np.array([lbl == name for lbl in labels])
+        y = pts[sel, dims[1]] if pts.shape[1] > 1 else np.zeros(sel.sum())
+        ax.scatter(pts[sel, dims[0]], y, s=12, label=name, alpha=0.8)
+    ax.set_xlabel(f"z{dims[0] + 1}")
+    ax.set_ylabel(f"z{dims[1] + 1}" if pts.shape[1] > 1 else "")
+    ax.set_title(title)
+    if len(set(labels)) <= 20:
+        ax.legend(fontsize=7, markerscale=1.5)
+    _save_fig(fig, path)
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(B, C, H, W) float in [0, 1] -> (B, H, W, C) uint8."""
+    return (images.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def mosaic(images: Tensor, cols: int, pad: int = 1) -> np.ndarray:
+    """Tile (B, C, H, W) images into one (rows*H, cols*W, C) uint8 array (row-major)."""
+    arr = to_uint8(images)
+    b, h, w, c = arr.shape
+    rows = max(1, -(-b // cols))
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), 255, dtype=np.uint8)
+    for i in range(b):
+        r, q = divmod(i, cols)
+        out[r * (h + pad) : r * (h + pad) + h, q * (w + pad) : q * (w + pad) + w] = arr[i]
+    return out
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike[str]) -> None:
+    """Save an (H, W, C) or (H, W) uint8 array as PNG, atomically."""
+    from PIL import Image
+
+    a = array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
+
+
+def save_mosaic(images: Tensor, path: str | os.PathLike[str], cols: int) -> None:
+    """Tile images into a mosaic PNG (paper Figures 3 and 5)."""
+    save_png(mosaic(images, cols), path)

@@ -1,0 +1,213 @@
+"""The convolutional VAE of the paper (the Keras VAE example), made configurable.
+
+Example:
+    >>> import torch
+    >>> from augvae import ConvVAE
+    >>> model = ConvVAE(image_size=28, latent_dim=2)
+    >>> x = torch.rand(4, 1, 28, 28)
+    >>> mu, logvar = model.encode(x)
+    >>> mu.shape, model.decode(mu).shape
+    (torch.Size([4, 2]), torch.Size([4, 1, 28, 28]))
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from augvae.config import ModelConfig
+from augvae.errors import InputError
+
+__all__ = ["ConvVAE", "VAEOutput", "LossTerms", "check_images"]
+
+
+class VAEOutput(NamedTuple):
+    """What :meth:`ConvVAE.forward` returns."""
+
+    recon: Tensor  #: (B, C, S, S) reconstruction in [0, 1]
+    logits: Tensor  #: (B, C, S, S) pre-sigmoid decoder output (for a stable BCE)
+    mu: Tensor  #: (B, D) posterior mean
+    logvar: Tensor  #: (B, D) posterior log-variance
+    z: Tensor  #: (B, D) the reparameterized sample fed to the decoder
+
+
+class LossTerms(NamedTuple):
+    """The ELBO's terms, each the batch mean of a per-image sum (as in the Keras example)."""
+
+    loss: Tensor
+    recon: Tensor
+    kl: Tensor
+    kl_per_dim: Tensor  #: (D,) batch-mean KL of each latent dimension: a collapse detector
+
+
+def check_images(x: Any, channels: int, image_size: int, what: str = "input") -> Tensor:
+    """Validate a ``(B, C, S, S)`` float batch in [0, 1]; raise :class:`InputError` naming the fix.
+
+    Example:
+        >>> check_images(torch.zeros(2, 1, 28, 28), 1, 28).shape
+        torch.Size([2, 1, 28, 28])
+    """
+    if not isinstance(x, Tensor):
+        raise InputError(f"{what} must be a torch.Tensor of shape (B, {channels}, {image_size}, {image_size}), got {type(x).__name__}")
+    if x.ndim != 4:
+        raise InputError(f"{what} must have 4 dimensions (B, C, H, W), got shape {tuple(x.shape)}; add a batch dimension with x.unsqueeze(0)")
+    if x.shape[0] == 0:
+        raise InputError(f"{what} is an empty batch (B = 0); pass at least one image")
+    if x.shape[1] != channels:
+        raise InputError(f"{what} has {x.shape[1]} channels but the model takes {channels}; convert the images to {channels} channel(s)")
+    if tuple(x.shape[2:]) != (image_size, image_size):
+        raise InputError(f"{what} is {x.shape[2]}x{x.shape[3]} but the model takes {image_size}x{image_size}; resize the images first")
+    if not x.is_floating_point():
+        raise InputError(f"{what} has dtype {x.dtype}; expected float in [0, 1] (divide uint8 images by 255)")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"{what} contains NaN or infinite values")
+    return x
+
+
+class ConvVAE(nn.Module):
+    """A convolutional VAE: ``encode(x) -> (mu, logvar)``, ``decode(z) -> x``.
+
+    Encoder: ``stages`` x [conv 3x3 stride 2 + ReLU], flatten, dense ``hidden_dim`` + ReLU, then two
+    linear heads for the mean and log-variance. Decoder: dense + ReLU to the last feature map, the
+    mirrored transposed-conv stages, and a 3x3 transposed conv to ``channels`` with a sigmoid.
+    Weights start as in Keras (Glorot-uniform kernels, zero biases), as the paper left them.
+
+    Args:
+        config: The architecture; or pass its fields as keyword arguments.
+
+    Example:
+        >>> import torch
+        >>> model = ConvVAE(image_size=64, latent_dim=8)
+        >>> out = model(torch.rand(2, 1, 64, 64))
+        >>> out.recon.shape, out.z.shape
+        (torch.Size([2, 1, 64, 64]), torch.Size([2, 8]))
+    """
+
+    def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        if config is None:
+            config = ModelConfig(**kwargs)
+        elif kwargs:
+            raise TypeError("pass either a ModelConfig or keyword arguments, not both")
+        self.config = config
+        widths = config.resolved_widths()
+        sizes = config.stage_sizes()
+        self._last = (widths[-1], sizes[-1], sizes[-1])
+
+        enc: list[nn.Module] = []
+        in_ch = config.channels
+        for w in widths:
+            enc += [nn.Conv2d(in_ch, w, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            in_ch = w
+        self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(widths[-1] * sizes[-1] ** 2, config.hidden_dim), nn.ReLU(inplace=True))
+        self.fc_mu = nn.Linear(config.hidden_dim, config.latent_dim)
+        self.fc_logvar = nn.Linear(config.hidden_dim, config.latent_dim)
+
+        self.fc_dec = nn.Linear(config.latent_dim, widths[-1] * sizes[-1] ** 2)
+        dec: list[nn.Module] = []
+        in_ch = widths[-1]
+        # Mirror the encoder: stage i maps sizes[i+1] -> sizes[i]; a stride-2 transposed conv with
+        # k=3, p=1 gives 2n-1, so output_padding (0 or 1) restores even sizes exactly.
+        for i in reversed(range(len(widths))):
+            out_pad = sizes[i] - (2 * sizes[i + 1] - 1)
+            dec += [nn.ConvTranspose2d(in_ch, widths[i], 3, stride=2, padding=1, output_padding=out_pad), nn.ReLU(inplace=True)]
+            in_ch = widths[i]
+        dec.append(nn.ConvTranspose2d(in_ch, config.channels, 3, stride=1, padding=1))
+        self.decoder = nn.Sequential(*dec)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Keras defaults: Glorot-uniform weights, zero biases."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def device(self) -> torch.device:
+        """The device the weights live on."""
+        return next(self.parameters()).device
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior mean and log-variance of images ``x`` (B, C, S, S) in [0, 1]: two (B, D) tensors."""
+        h = self.encoder(x)
+        return self.fc_mu(h), self.fc_logvar(h)
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        """Decoder output before the sigmoid, (B, C, S, S)."""
+        if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
+            raise InputError(f"latent vectors must have shape (B, {self.config.latent_dim}), got {tuple(z.shape)}")
+        h = F.relu(self.fc_dec(z)).view(z.shape[0], *self._last)
+        return self.decoder(h)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Images in [0, 1], (B, C, S, S), from latent vectors ``z`` (B, D)."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    @staticmethod
+    def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``mu + eps * std`` with ``eps ~ N(0, I)``; ``generator`` makes the noise reproducible."""
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device="cpu" if generator is not None else mu.device)
+        return mu + eps.to(mu.device) * torch.exp(0.5 * logvar)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> VAEOutput:
+        """Encode, sample with the reparameterization trick, decode."""
+        mu, logvar = self.encode(x)
+        z = self.reparameterize(mu, logvar, generator)
+        logits = self.decode_logits(z)
+        return VAEOutput(torch.sigmoid(logits), logits, mu, logvar, z)
+
+    def loss(self, x: Tensor, out: VAEOutput, beta: float | None = None) -> LossTerms:
+        """The negative ELBO: reconstruction (BCE or MSE, summed over pixels) + beta * KL."""
+        beta = self.config.beta if beta is None else beta
+        if self.config.recon_loss == "bce":
+            rec = F.binary_cross_entropy_with_logits(out.logits, x, reduction="none")
+        else:
+            rec = (out.recon - x) ** 2
+        recon = rec.flatten(1).sum(1).mean()
+        kl_per_dim = (0.5 * (out.mu**2 + out.logvar.exp() - 1.0 - out.logvar)).mean(0)
+        kl = kl_per_dim.sum()
+        return LossTerms(recon + beta * kl, recon, kl, kl_per_dim)
+
+    @torch.no_grad()
+    def encode_batched(self, images: Tensor, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+        """Encode many images in batches without gradients; returns CPU ``(mu, logvar)``."""
+        check_images(images, self.config.channels, self.config.image_size, "images")
+        mus, logvars = [], []
+        for start in range(0, images.shape[0], batch_size):
+            mu, logvar = self.encode(images[start : start + batch_size].to(self.device))
+            mus.append(mu.cpu())
+            logvars.append(logvar.cpu())
+        return torch.cat(mus), torch.cat(logvars)
+
+    @torch.no_grad()
+    def decode_batched(self, z: Tensor, batch_size: int = 1024) -> Tensor:
+        """Decode many latent vectors in batches without gradients; returns CPU images."""
+        return torch.cat([self.decode(z[s : s + batch_size].to(self.device)).cpu() for s in range(0, z.shape[0], batch_size)])
+
+    def save(self, path: str | os.PathLike[str], **extra: Any) -> None:
+        """Save as a model folder (``config.json`` + ``model.safetensors``); see :mod:`augvae.checkpoint`."""
+        from augvae.checkpoint import save_model
+
+        save_model(path, self, **extra)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> ConvVAE:
+        """Load a model folder written by :meth:`save` or by training. Never unpickles.
+
+        Example:
+            >>> import tempfile, torch
+            >>> m = ConvVAE(latent_dim=3)
+            >>> d = tempfile.mkdtemp()
+            >>> m.save(d)
+            >>> z = torch.zeros(1, 3)
+            >>> bool(torch.equal(ConvVAE.load(d).decode(z), m.decode(z)))
+            True
+        """
+        from augvae.checkpoint import load_model
+
+        return load_model(path, device=device).model

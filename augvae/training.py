@@ -1,0 +1,351 @@
+"""Training a :class:`~augvae.ConvVAE`: one loop, both of the paper's recipes, resumable.
+
+- ``small-set`` (paper section 3): every image, shuffled each epoch.
+- ``overlay`` (paper section 4): a few source images, ``copies`` of each per epoch, every minibatch
+  holding every source. Copies are drawn by :class:`OverlayBatchSampler`; nothing is duplicated in
+  memory. The reparameterization noise makes each copy a different point of its source's cluster.
+
+Randomness comes from one generator per epoch seeded by ``(seed, epoch)``, so a run resumed from an
+epoch checkpoint ends with the same weights as an uninterrupted one (on CPU).
+
+Example:
+    >>> import torch
+    >>> from augvae.config import ModelConfig, recipe_config
+    >>> images = torch.rand(6, 1, 28, 28)
+    >>> result = train(images, ModelConfig(), recipe_config("small-set", epochs=2, batch_size=3), progress=False)
+    >>> len(result.history)
+    2
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from augvae._io import output_lock, save_tensors, write_csv
+from augvae.checkpoint import CHECKPOINT_FILE, LATENTS_FILE, WEIGHTS_FILE, read_config, read_tensors, write_config
+from augvae.config import ModelConfig, TrainConfig, config_to_dict, recipe_config
+from augvae.data.images import ImageSet
+from augvae.errors import ConfigError, DataError
+from augvae.model import ConvVAE, check_images
+
+__all__ = ["train", "TrainResult", "OverlayBatchSampler", "resolve_device", "active_units"]
+
+log = logging.getLogger("augvae")
+
+#: A latent dimension whose batch-mean KL stays below this many nats carries no information.
+ACTIVE_KL_NATS = 0.01
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; other names are checked to be available.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; pass --device cpu or --device auto")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' was asked for but MPS is not available; pass --device cpu or --device auto")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"unknown device {device!r}; expected auto, cpu, cuda or mps") from err
+
+
+class OverlayBatchSampler:
+    """Batches for the overlay recipe: every batch holds every source, ``copies`` each per epoch.
+
+    Each batch gives ``batch_size // n`` slots to every source and the remaining slots to sources
+    in rotation, so over an epoch each source is seen ``copies`` times (up to rounding).
+
+    Example:
+        >>> s = OverlayBatchSampler(n_sources=3, copies=4, batch_size=5, generator=torch.Generator().manual_seed(0))
+        >>> batches = list(s)
+        >>> all(set(b) == {0, 1, 2} for b in batches), sum(len(b) for b in batches)
+        (True, 12)
+    """
+
+    def __init__(self, n_sources: int, copies: int, batch_size: int, generator: torch.Generator) -> None:
+        if batch_size < n_sources:
+            raise ConfigError(
+                f"the overlay recipe needs batch_size >= the number of sources ({n_sources}) so every minibatch holds "
+                f"every source; got batch_size {batch_size}: raise --batch-size or pass fewer sources"
+            )
+        self.n, self.copies, self.batch_size, self.generator = n_sources, copies, batch_size, generator
+
+    def __len__(self) -> int:
+        return math.ceil(self.n * self.copies / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        total, rot = self.n * self.copies, 0
+        for b in range(len(self)):
+            size = min(self.batch_size, total - b * self.batch_size)
+            base, extra = divmod(size, self.n)
+            idx = [i for i in range(self.n) for _ in range(base)]
+            idx += [(rot + j) % self.n for j in range(extra)]
+            rot = (rot + extra) % self.n
+            if base == 0:  # a short last batch: still as many distinct sources as fit
+                idx = sorted(set(idx))
+            perm = torch.randperm(len(idx), generator=self.generator).tolist()
+            yield [idx[p] for p in perm]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    model: ConvVAE
+    history: list[dict[str, float]]
+    mu: Tensor  #: (N, D) latent means of the training images
+    logvar: Tensor  #: (N, D)
+    active_units: int  #: latent dimensions that carry information (KL above 0.01 nats)
+    out_dir: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def active_units(kl_per_dim: Tensor, threshold: float = ACTIVE_KL_NATS) -> int:
+    """Count latent dimensions whose mean KL is above ``threshold`` nats (the rest collapsed)."""
+    return int((kl_per_dim > threshold).sum())
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    # One stream per epoch: resuming at an epoch boundary reproduces the uninterrupted run.
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def _make_optimizer(model: ConvVAE, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "rmsprop":
+        # Keras RMSprop defaults (rho 0.9, epsilon 1e-7), as the paper used them.
+        return torch.optim.RMSprop(model.parameters(), lr=cfg.lr, alpha=0.9, eps=1e-7)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors = {f"optim.{pid}.{k}": v for pid, st in sd["state"].items() for k, v in st.items() if isinstance(v, Tensor)}
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _as_images(data: ImageSet | Tensor) -> tuple[Tensor, Tensor, list[str], list[str]]:
+    if isinstance(data, ImageSet):
+        return data.images, data.labels, list(data.classes), [Path(p).stem for p in data.paths]
+    if isinstance(data, Tensor):
+        n = data.shape[0] if data.ndim == 4 else 0
+        return data, torch.zeros(n, dtype=torch.long), ["images"], [f"image_{i}" for i in range(n)]
+    raise DataError(f"training data must be an augvae ImageSet or a (N, C, H, W) tensor, got {type(data).__name__}")
+
+
+def train(
+    data: ImageSet | Tensor,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after_epoch: int | None = None,
+    background: int | None = None,
+) -> TrainResult:
+    """Train a VAE on ``data`` with a recipe; optionally save a model folder as it goes.
+
+    Args:
+        data: An :class:`~augvae.data.images.ImageSet` (from :func:`augvae.data.load_folder`) or a
+            ``(N, C, S, S)`` float tensor in [0, 1]. For the ``overlay`` recipe these are the sources.
+        model_config: The architecture; its ``image_size`` and ``channels`` must match the data.
+            Default: the paper's model at the data's size and channels.
+        train_config: Recipe and optimizer settings; default the ``small-set`` recipe.
+        out_dir: A model folder to write: config first, then weights, a resumable checkpoint and
+            the history after each ``checkpoint_every`` epochs, then latents and the loss plot.
+        resume: Continue from ``out_dir/checkpoint.safetensors`` if there is one.
+        progress: Show a progress bar.
+        stop_after_epoch: Stop (with a checkpoint) after this epoch, as an interruption would.
+        background: Index of a defect-free image in ``data``: stored in the model folder as the
+            reference of the ``offset`` and ``residual`` overlays, and never drawn as a defect.
+
+    Returns:
+        A :class:`TrainResult` with the trained model (in eval mode) and its history.
+    """
+    images, labels, classes, names = _as_images(data)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise DataError(f"training data must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
+    train_config = train_config or recipe_config("small-set")
+    if model_config is None:
+        model_config = ModelConfig(image_size=images.shape[-1], channels=images.shape[1])
+    check_images(images, model_config.channels, model_config.image_size, "training images")
+    n = images.shape[0]
+    if train_config.recipe == "overlay":
+        if n < 2:
+            raise DataError(f"the overlay recipe combines sources: it needs at least 2 source images, got {n}; pass more --sources")
+        if n > 64:
+            log.warning("the overlay recipe with %d sources: it is meant for a few sources (the paper used 3)", n)
+        OverlayBatchSampler(n, train_config.copies, train_config.batch_size, torch.Generator())  # validates batch size
+    elif n < 2:
+        raise DataError(f"the small-set recipe needs at least 2 images, got {n}; add images to the folder")
+
+    device = resolve_device(train_config.device)
+    torch.manual_seed(train_config.seed)  # the initial weights
+    model = ConvVAE(model_config).to(device)
+    optimizer = _make_optimizer(model, train_config)
+    history: list[dict[str, float]] = []
+    start_epoch = 1
+    data_desc = {"classes": classes, "names": names, "labels": labels.tolist(), "recipe": train_config.recipe,
+                 "background": background}
+    if background is not None and not 0 <= background < n:
+        raise ConfigError(f"background index {background} is outside the {n} training images")
+
+    root = Path(out_dir) if out_dir is not None else None
+    lock = output_lock(root) if root is not None else None
+    if lock is not None:
+        lock.__enter__()
+    try:
+        if root is not None:
+            ckpt = root / CHECKPOINT_FILE
+            if resume and ckpt.exists():
+                start_epoch, history = _resume(root, model, optimizer, model_config, train_config)
+                log.info("resuming %s from epoch %d", root, start_epoch)
+            elif not resume and (root / WEIGHTS_FILE).exists():
+                raise ConfigError(
+                    f"{root} already holds a model; pass --resume to continue it, or choose another --out folder"
+                )
+            write_config(root, model_config, train_config, data_desc)
+
+        images_dev, n_batches = images.to(device), 0
+        from tqdm.auto import tqdm
+
+        bar = tqdm(range(start_epoch, train_config.epochs + 1), desc="train VAE", disable=not progress, unit="epoch",
+                   initial=start_epoch - 1, total=train_config.epochs)
+        for epoch in bar:
+            gen = _epoch_generator(train_config.seed, epoch)
+            # KL warm-up: beta ramps linearly from 0 over the first kl_warmup_epochs epochs.
+            ramp = min(1.0, epoch / train_config.kl_warmup_epochs) if train_config.kl_warmup_epochs else 1.0
+            beta = model_config.beta * ramp
+            if train_config.recipe == "overlay":
+                batches: Any = OverlayBatchSampler(n, train_config.copies, train_config.batch_size, gen)
+            else:
+                batches = torch.randperm(n, generator=gen).split(train_config.batch_size)
+            model.train()
+            t0 = time.perf_counter()
+            sums = torch.zeros(3, dtype=torch.float64)
+            kl_dims = torch.zeros(model_config.latent_dim, dtype=torch.float64)
+            n_batches = 0
+            for idx in batches:
+                x = images_dev[torch.as_tensor(idx, device=device)]  # (B, C, S, S)
+                out = model(x, generator=gen)
+                terms = model.loss(x, out, beta)
+                optimizer.zero_grad(set_to_none=True)
+                terms.loss.backward()
+                optimizer.step()
+                sums += torch.tensor([terms.loss.item(), terms.recon.item(), terms.kl.item()], dtype=torch.float64)
+                kl_dims += terms.kl_per_dim.detach().cpu().double()
+                n_batches += 1
+            if not all(math.isfinite(v) for v in sums.tolist()):
+                raise DataError(
+                    f"training diverged at epoch {epoch} (loss is NaN or infinite); lower --lr (now {train_config.lr}) "
+                    "or use --optimizer adam"
+                )
+            mean = (sums / n_batches).tolist()
+            kl_dims /= n_batches
+            row = {"epoch": epoch, "loss": mean[0], "recon": mean[1], "kl": mean[2], "beta": beta,
+                   "active_units": active_units(kl_dims), "seconds": time.perf_counter() - t0}
+            history.append(row)
+            bar.set_postfix(loss=f"{mean[0]:.1f}", recon=f"{mean[1]:.1f}", kl=f"{mean[2]:.2f}")
+            last = epoch == train_config.epochs or epoch == stop_after_epoch
+            if root is not None and (epoch % train_config.checkpoint_every == 0 or last):
+                _save_checkpoint(root, model, optimizer, epoch, history)
+            if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < train_config.epochs:
+                break
+        bar.close()
+
+        model.eval()
+        mu, logvar = model.encode_batched(images)
+        result = TrainResult(model=model, history=history, mu=mu, logvar=logvar, active_units=0, out_dir=root)
+        _check_collapse(result, model_config, mu, logvar)
+        if root is not None and history and history[-1]["epoch"] == train_config.epochs:
+            save_tensors(root / LATENTS_FILE, {"mu": mu, "logvar": logvar, "labels": labels})
+            _plot_history(root / "loss.png", history)
+        return result
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
+
+
+def _check_collapse(result: TrainResult, cfg: ModelConfig, mu: Tensor, logvar: Tensor) -> None:
+    """Detect posterior collapse from the per-dimension KL over the training images, and warn."""
+    kl_dims = (0.5 * (mu**2 + logvar.exp() - 1.0 - logvar)).mean(0)
+    result.active_units = active_units(kl_dims)
+    spread = float(mu.std(0).max()) if mu.shape[0] > 1 else 0.0
+    if result.active_units < cfg.latent_dim or spread < 0.05:
+        msg = (
+            f"posterior collapse: {result.active_units} of {cfg.latent_dim} latent dimensions are active "
+            f"(KL > {ACTIVE_KL_NATS} nats) and the training means spread by at most {spread:.3f}; "
+            "images that share one cluster cannot be overlaid. Remedies: --beta 0.5 (a KL weight below 1), "
+            "--kl-warmup-epochs 5, or a larger --latent-dim"
+        )
+        if result.active_units == 0 or spread < 0.05:
+            log.warning(msg)
+            result.warnings.append(msg)
+        else:
+            log.info(msg)
+
+
+def _save_checkpoint(root: Path, model: ConvVAE, opt: torch.optim.Optimizer, epoch: int, history: list[dict[str, float]]) -> None:
+    import json
+
+    opt_tensors, opt_meta = _flatten_optimizer(opt)
+    tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **opt_tensors}
+    meta = {"epoch": str(epoch), "optimizer": json.dumps(opt_meta), "history": json.dumps(history)}
+    # One file holds everything needed to resume, so it is consistent whenever the rename lands.
+    save_tensors(root / CHECKPOINT_FILE, tensors, meta)
+    save_tensors(root / WEIGHTS_FILE, model.state_dict())
+    if history:
+        write_csv(root / "history.csv", history)
+
+
+def _resume(root: Path, model: ConvVAE, opt: torch.optim.Optimizer, mcfg: ModelConfig, tcfg: TrainConfig) -> tuple[int, list[dict[str, float]]]:
+    import json
+
+    from safetensors import safe_open
+
+    saved_model, saved_train, _ = read_config(root)
+    if saved_model != mcfg:
+        raise ConfigError(f"cannot resume {root}: its model config {config_to_dict(saved_model)} differs from this run's {config_to_dict(mcfg)}")
+    if saved_train is not None and replace(saved_train, epochs=tcfg.epochs, device=tcfg.device) != tcfg:
+        raise ConfigError(f"cannot resume {root}: its training config differs from this run's (only --epochs and --device may change)")
+    tensors = read_tensors(root / CHECKPOINT_FILE, "")
+    with safe_open(str(root / CHECKPOINT_FILE), framework="pt") as f:
+        meta = f.metadata()
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    _restore_optimizer(opt, tensors, json.loads(meta["optimizer"]))
+    return int(meta["epoch"]) + 1, json.loads(meta["history"])
+
+
+def _plot_history(path: Path, history: Sequence[dict[str, float]]) -> None:
+    from augvae.figures import plot_history
+
+    plot_history(history, path)
