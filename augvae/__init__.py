@@ -9,7 +9,7 @@ no work beyond importing torch.
 
 Example:
     >>> import torch, augvae
-    >>> model = augvae.ConvVAE(augvae.ModelConfig(latent_dim=2))
+    >>> model = augvae.ConvVAE(augvae.ModelConfig(image_size=28, latent_dim=2))
     >>> result = augvae.train(torch.rand(4, 1, 28, 28), model.config,
     ...                       augvae.recipe_config("small-set", epochs=1, batch_size=2), progress=False)
     >>> result.model.decode(torch.zeros(1, 2)).shape

@@ -98,9 +98,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from augvae.data.images import ImageSet, load_folder, load_images
     from augvae.training import train
 
-    tcfg = recipe_config(args.recipe, **config_overrides(args, TrainConfig))
-    mover = config_overrides(args, ModelConfig)
-    mcfg = ModelConfig(**{"image_size": 64, **mover})
+    overrides = {k: v for k, v in config_overrides(args, TrainConfig).items() if k != "recipe"}
+    tcfg = recipe_config(args.recipe, **overrides)
+    mcfg = ModelConfig(**config_overrides(args, ModelConfig))
     progress = not args.quiet
     if tcfg.recipe == "overlay" and args.sources:
         paths = [_resolve_source(s, args.data_dir) for s in args.sources]

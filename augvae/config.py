@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 RECON_LOSSES = ("bce", "mse")
+ACTIVATIONS = ("relu", "leaky_relu", "elu")
 OPTIMIZERS = ("rmsprop", "adam")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 RESIZE_POLICIES = ("resize", "center-crop", "pad")
@@ -61,24 +62,26 @@ class ModelConfig:
     """Architecture and objective of a :class:`augvae.ConvVAE`.
 
     The default is the paper's model (the Keras VAE example): conv 32 and 64 with stride 2, dense
-    16, a 2-D latent, a mirrored transposed-conv decoder ending in a sigmoid, BCE reconstruction.
-    Larger images get more stride-2 stages so the last feature map stays near 7x7.
+    16, a 2-D latent, a mirrored transposed-conv decoder ending in a sigmoid, BCE reconstruction,
+    on 64x64 images. Larger images get more stride-2 stages so the last feature map stays at most
+    16x16 (128 px: 3 stages, 256 px: 4).
 
     Example:
-        >>> cfg = ModelConfig(image_size=64, latent_dim=8)
-        >>> cfg.stage_sizes()
-        [64, 32, 16, 8]
-        >>> cfg.resolved_widths()
-        (32, 64, 128)
+        >>> ModelConfig().stage_sizes(), ModelConfig().resolved_widths()
+        ([64, 32, 16], (32, 64))
+        >>> cfg = ModelConfig(image_size=200, latent_dim=8)
+        >>> cfg.stage_sizes(), cfg.resolved_widths()
+        ([200, 100, 50, 25, 13], (32, 64, 128, 256))
     """
 
-    image_size: int = _h("side of the square images the model takes, 28 to 256", default=28)
+    image_size: int = _h("side of the square images the model takes, 28 to 256 (images are fit to it)", default=64)
     channels: int = _h("image channels: 1 (grayscale) or 3 (colour)", default=1)
     latent_dim: int = _h("latent dimension (2 as in the paper; larger is more realistic)", default=2)
     widths: tuple[int, ...] = _h(
         "conv channels per stride-2 stage; empty = automatic (32, 64, then doubling up to 256)", default=()
     )
     hidden_dim: int = _h("width of the dense layer before the mean/log-variance heads", default=16)
+    activation: str = _h("hidden activation: relu (as in the paper), leaky_relu or elu (these cannot die)", default="relu")
     recon_loss: str = _h("reconstruction loss: bce (as in the paper) or mse", default="bce")
     beta: float = _h("weight of the KL term (1 = the plain VAE; below 1 fights posterior collapse)", default=1.0)
 
@@ -100,12 +103,13 @@ class ModelConfig:
                 f"{self.num_stages()} stride-2 stages; give {self.num_stages()} widths or leave widths empty"
             )
         check_choice(self.recon_loss, RECON_LOSSES, "recon_loss")
+        check_choice(self.activation, ACTIVATIONS, "activation")
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ConfigError(f"beta must be a finite number >= 0, got {self.beta}")
 
     def num_stages(self) -> int:
-        """Number of stride-2 stages: 2 up to 28 px, one more each time the size doubles."""
-        return max(2, math.ceil(math.log2(self.image_size / 8)))
+        """Number of stride-2 stages: 2 up to 64 px, one more each time the size doubles."""
+        return max(2, math.ceil(math.log2(self.image_size / 16)))
 
     def stage_sizes(self) -> list[int]:
         """Feature-map side after each stage, input first: ``[S, ceil(S/2), ...]``."""
@@ -241,7 +245,7 @@ def config_from_dict(cls: type[C], data: typing.Mapping[str, Any], where: str = 
         >>> config_from_dict(ModelConfig, {"latnt_dim": 4})
         Traceback (most recent call last):
         ...
-        augvae.errors.ConfigError: config has unknown key(s) 'latnt_dim'; valid keys: image_size, channels, latent_dim, widths, hidden_dim, recon_loss, beta
+        augvae.errors.ConfigError: config has unknown key(s) 'latnt_dim'; valid keys: image_size, channels, latent_dim, widths, hidden_dim, activation, recon_loss, beta
     """
     if not isinstance(data, typing.Mapping):
         raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}")

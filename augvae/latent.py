@@ -7,7 +7,7 @@ Example:
     >>> import torch
     >>> from augvae import ConvVAE
     >>> from augvae.latent import encode, interpolate
-    >>> model = ConvVAE()
+    >>> model = ConvVAE(image_size=28)
     >>> lat = encode(model, torch.rand(5, 1, 28, 28))
     >>> lat.mu.shape
     torch.Size([5, 2])

@@ -98,23 +98,25 @@ class ConvVAE(nn.Module):
         sizes = config.stage_sizes()
         self._last = (widths[-1], sizes[-1], sizes[-1])
 
+        act = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "elu": nn.ELU}[config.activation]
         enc: list[nn.Module] = []
         in_ch = config.channels
         for w in widths:
-            enc += [nn.Conv2d(in_ch, w, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            enc += [nn.Conv2d(in_ch, w, 3, stride=2, padding=1), act()]
             in_ch = w
-        self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(widths[-1] * sizes[-1] ** 2, config.hidden_dim), nn.ReLU(inplace=True))
+        self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(widths[-1] * sizes[-1] ** 2, config.hidden_dim), act())
         self.fc_mu = nn.Linear(config.hidden_dim, config.latent_dim)
         self.fc_logvar = nn.Linear(config.hidden_dim, config.latent_dim)
 
         self.fc_dec = nn.Linear(config.latent_dim, widths[-1] * sizes[-1] ** 2)
+        self.dec_act = act()
         dec: list[nn.Module] = []
         in_ch = widths[-1]
         # Mirror the encoder: stage i maps sizes[i+1] -> sizes[i]; a stride-2 transposed conv with
         # k=3, p=1 gives 2n-1, so output_padding (0 or 1) restores even sizes exactly.
         for i in reversed(range(len(widths))):
             out_pad = sizes[i] - (2 * sizes[i + 1] - 1)
-            dec += [nn.ConvTranspose2d(in_ch, widths[i], 3, stride=2, padding=1, output_padding=out_pad), nn.ReLU(inplace=True)]
+            dec += [nn.ConvTranspose2d(in_ch, widths[i], 3, stride=2, padding=1, output_padding=out_pad), act()]
             in_ch = widths[i]
         dec.append(nn.ConvTranspose2d(in_ch, config.channels, 3, stride=1, padding=1))
         self.decoder = nn.Sequential(*dec)
@@ -141,7 +143,7 @@ class ConvVAE(nn.Module):
         """Decoder output before the sigmoid, (B, C, S, S)."""
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
             raise InputError(f"latent vectors must have shape (B, {self.config.latent_dim}), got {tuple(z.shape)}")
-        h = F.relu(self.fc_dec(z)).view(z.shape[0], *self._last)
+        h = self.dec_act(self.fc_dec(z)).view(z.shape[0], *self._last)
         return self.decoder(h)
 
     def decode(self, z: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ every defect's pixels are known (``benchmarks/overlay_formulations.py``; table i
 Example:
     >>> import torch
     >>> from augvae import ConvVAE
-    >>> model = ConvVAE(latent_dim=4)
+    >>> model = ConvVAE(image_size=28, latent_dim=4)
     >>> z = torch.randn(3, 4)                      # three source centres
     >>> overlay(model, z[None, :2], formulation="sum").shape
     torch.Size([1, 1, 28, 28])

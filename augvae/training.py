@@ -12,7 +12,7 @@ Example:
     >>> import torch
     >>> from augvae.config import ModelConfig, recipe_config
     >>> images = torch.rand(6, 1, 28, 28)
-    >>> result = train(images, ModelConfig(), recipe_config("small-set", epochs=2, batch_size=3), progress=False)
+    >>> result = train(images, ModelConfig(image_size=28), recipe_config("small-set", epochs=2, batch_size=3), progress=False)
     >>> len(result.history)
     2
 """
@@ -285,7 +285,8 @@ def train(
         model.eval()
         mu, logvar = model.encode_batched(images)
         result = TrainResult(model=model, history=history, mu=mu, logvar=logvar, active_units=0, out_dir=root)
-        _check_collapse(result, model_config, mu, logvar)
+        with torch.no_grad():
+            _check_collapse(result, model_config, mu, logvar, images[:256].to(device))
         if root is not None and history and history[-1]["epoch"] == train_config.epochs:
             save_tensors(root / LATENTS_FILE, {"mu": mu, "logvar": logvar, "labels": labels})
             _plot_history(root / "loss.png", history)
@@ -295,23 +296,36 @@ def train(
             lock.__exit__(None, None, None)
 
 
-def _check_collapse(result: TrainResult, cfg: ModelConfig, mu: Tensor, logvar: Tensor) -> None:
+def _check_collapse(result: TrainResult, cfg: ModelConfig, mu: Tensor, logvar: Tensor, probe: Tensor) -> None:
     """Detect posterior collapse from the per-dimension KL over the training images, and warn."""
     kl_dims = (0.5 * (mu**2 + logvar.exp() - 1.0 - logvar)).mean(0)
     result.active_units = active_units(kl_dims)
+    dead = _dead_hidden_units(result.model, probe)
+    if dead is not None and dead == cfg.hidden_dim:
+        msg = (f"all {cfg.hidden_dim} units of the encoder's dense layer are dead (ReLU never fires), so the encoder "
+               "ignores its input; use --activation leaky_relu and --kl-warmup-epochs 2")
+        log.warning(msg)
+        result.warnings.append(msg)
     spread = float(mu.std(0).max()) if mu.shape[0] > 1 else 0.0
     if result.active_units < cfg.latent_dim or spread < 0.05:
         msg = (
             f"posterior collapse: {result.active_units} of {cfg.latent_dim} latent dimensions are active "
             f"(KL > {ACTIVE_KL_NATS} nats) and the training means spread by at most {spread:.3f}; "
             "images that share one cluster cannot be overlaid. Remedies: --beta 0.5 (a KL weight below 1), "
-            "--kl-warmup-epochs 5, or a larger --latent-dim"
+            "--kl-warmup-epochs 2, --activation leaky_relu, or a larger --latent-dim"
         )
         if result.active_units == 0 or spread < 0.05:
             log.warning(msg)
             result.warnings.append(msg)
         else:
             log.info(msg)
+
+
+def _dead_hidden_units(model: ConvVAE, probe: Tensor) -> int | None:
+    """Dense-layer ReLU units that output 0 for every image of ``probe`` (None for other activations)."""
+    if model.config.activation != "relu":
+        return None
+    return int(((model.encoder(probe) > 0).sum(0) == 0).sum())
 
 
 def _save_checkpoint(root: Path, model: ConvVAE, opt: torch.optim.Optimizer, epoch: int, history: list[dict[str, float]]) -> None:

@@ -1,0 +1,156 @@
+"""The benchmark's settings: one validated, frozen dataclass that the CLI is generated from.
+
+Example:
+    >>> cfg = BenchConfig(arms=("original", "vae"), per_class=(5, 10), seeds=3)
+    >>> [c for c in cfg.arms], cfg.per_class, cfg.seed_list()
+    (['original', 'vae'], (5, 10), [0, 1, 2])
+    >>> BenchConfig(arms=("orignal",))
+    Traceback (most recent call last):
+    ...
+    augvae.errors.ConfigError: unknown arm 'orignal'; expected one of: original, classic, vae, classic+vae, vae-prior, mixup
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from augvae.config import DEVICES, FORMULATION_CHOICES, RESIZE_POLICIES, _check_types, _h, check_choice, config_to_dict
+from augvae.errors import ConfigError
+
+__all__ = ["BenchConfig", "ARMS", "LABEL_POLICIES", "MIX_MODES", "GRID_FIELDS", "RUN_FIELDS"]
+
+#: The arms, in the order tables and plots show them. Every arm trains the same classifier with
+#: the same optimizer, schedule and number of optimizer steps; they differ only in the data.
+ARMS: tuple[str, ...] = ("original", "classic", "vae", "classic+vae", "vae-prior", "mixup")
+
+#: How overlay images are labelled: ``same-class`` combines sources of one class and gives it that
+#: class; ``soft`` combines sources of any classes and gives each source's class an equal share.
+LABEL_POLICIES: tuple[str, ...] = ("same-class", "soft")
+
+#: The pixel-space mixing of the ``mixup`` arm: torchvision ``v2.MixUp``, ``v2.CutMix``, or a random
+#: choice of the two per batch (``both``, as timm's training script does).
+MIX_MODES: tuple[str, ...] = ("mixup", "cutmix", "both")
+
+#: Fields that say WHICH cells exist (the grid), not what a cell computes.
+GRID_FIELDS: tuple[str, ...] = ("arms", "classifiers", "per_class", "seeds", "first_seed")
+#: Fields that say HOW cells are run (parallelism, hardware): they do not change a cell's meaning.
+RUN_FIELDS: tuple[str, ...] = ("jobs", "device")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything a benchmark cell depends on, validated on construction.
+
+    A cell is one (classifier, arm, k, seed). Its result depends on every field except the grid
+    fields (:data:`GRID_FIELDS`) and the run fields (:data:`RUN_FIELDS`); :meth:`fingerprint`
+    hashes the rest, so a rerun with changed settings is refused instead of mixing results.
+    """
+
+    arms: tuple[str, ...] = _h("arms to compare: " + ", ".join(ARMS), default=ARMS)
+    classifiers: tuple[str, ...] = _h("classifiers: small-cnn and/or timm model names (e.g. resnet18)", default=("small-cnn",))
+    per_class: tuple[int, ...] = _h("real training images per class, k (e.g. 5,10,20,40)", default=(5, 10, 20, 40))
+    seeds: int = _h("seeds per (arm, k): each a different draw of the training images and initialisation", default=5)
+    first_seed: int = _h("the first seed (seeds are first_seed .. first_seed + seeds - 1)", default=0)
+    image_size: int = _h("side of the square images every model sees (28..256)", default=64)
+    channels: int = _h("image channels: 1 (grayscale) or 3", default=1)
+    resize_policy: str = _h("how images are fit to image_size: " + ", ".join(RESIZE_POLICIES), default="resize")
+    steps: int = _h("optimizer steps of every classifier, the same in every arm", default=300)
+    batch_size: int = _h("classifier minibatch size", default=32)
+    lr: float = _h("classifier learning rate (AdamW, cosine decay to 0 over the steps)", default=2e-3)
+    weight_decay: float = _h("classifier AdamW weight decay", default=5e-4)
+    classifier_weights: str = _h("a local .safetensors file of pretrained weights for a timm classifier (empty: from scratch)", default="")
+    ratio: float = _h("generated images per real training image in the vae arms", default=1.0)
+    policy: str = _h("label policy of overlays: " + ", ".join(LABEL_POLICIES), default="same-class")
+    formulation: str = _h("overlay formulation: " + ", ".join(FORMULATION_CHOICES), default="residual")
+    overlay_k: int = _h("sources combined per overlay image", default=2)
+    overlay_scale: float = _h("sample around each source centre with this many posterior std (0 = centres)", default=0.0)
+    latent_dim: int = _h("latent dimension of the VAEs", default=16)
+    beta: float = _h("KL weight of the VAEs", default=1.0)
+    vae_steps: int = _h("optimizer steps of the shared VAE of the vae arms (small-set recipe)", default=1500)
+    prior_steps: int = _h("optimizer steps of each per-class VAE of the vae-prior arm", default=600)
+    vae_batch_size: int = _h("VAE minibatch size (10 in the paper)", default=10)
+    mix: str = _h("mixup arm: " + ", ".join(MIX_MODES), default="both")
+    mix_alpha: float = _h("mixup arm: Beta(alpha, alpha) of the mixing weight", default=1.0)
+    test_fraction: float = _h("random split (no --split-file): share of each class held out for testing", default=0.3)
+    split_seed: int = _h("random split (no --split-file): its seed, the same for every cell", default=0)
+    device: str = _h("auto (cuda, then mps, then cpu), cpu, cuda or mps", default="auto")
+    jobs: int = _h("cells run in parallel processes", default=1)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        if not self.arms:
+            raise ConfigError("arms is empty; pass --arms with at least one of: " + ", ".join(ARMS))
+        for arm in self.arms:
+            check_choice(arm, ARMS, "arm")
+        _no_repeats(self.arms, "arms")
+        if not self.classifiers:
+            raise ConfigError("classifiers is empty; pass --classifiers small-cnn (or a timm model name)")
+        _no_repeats(self.classifiers, "classifiers")
+        from augvae.bench.classifiers import check_classifier
+
+        for name in self.classifiers:
+            check_classifier(name)
+        if not self.per_class or any(k < 1 for k in self.per_class):
+            raise ConfigError(f"per_class must hold positive image counts, got {self.per_class}; pass e.g. --per-class 5,10,20,40")
+        _no_repeats(self.per_class, "per_class")
+        for name in ("seeds", "steps", "batch_size", "overlay_k", "vae_steps", "prior_steps", "vae_batch_size", "jobs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}; pass --{name.replace('_', '-')} 1 or more")
+        for name in ("first_seed", "split_seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 28 <= self.image_size <= 256:
+            raise ConfigError(f"image_size must be between 28 and 256, got {self.image_size}; pass --image-size 28..256")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
+        check_choice(self.resize_policy, RESIZE_POLICIES, "resize_policy")
+        check_choice(self.policy, LABEL_POLICIES, "label policy")
+        check_choice(self.formulation, FORMULATION_CHOICES, "formulation")
+        check_choice(self.mix, MIX_MODES, "mix")
+        check_choice(self.device, DEVICES, "device")
+        for name in ("lr", "mix_alpha"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "ratio", "overlay_scale", "beta"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if not 1 <= self.latent_dim <= 512:
+            raise ConfigError(f"latent_dim must be between 1 and 512, got {self.latent_dim}")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"test_fraction must be between 0 and 1 (exclusive), got {self.test_fraction}")
+        if self.classifier_weights and not self.classifier_weights.endswith(".safetensors"):
+            raise ConfigError(
+                f"classifier_weights must be a .safetensors file (pickled .pth/.bin files are refused: loading them can run "
+                f"code), got {self.classifier_weights!r}; convert it with safetensors.torch.save_file"
+            )
+        if self.ratio == 0 and any(a in ("vae", "classic+vae", "vae-prior") for a in self.arms):
+            raise ConfigError("ratio is 0, so the vae arms would add no image; pass --ratio > 0 or drop the vae arms")
+
+    def seed_list(self) -> list[int]:
+        """The seeds of the grid."""
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def cell_settings(self) -> dict[str, Any]:
+        """The fields a cell's result depends on (all but the grid and run fields)."""
+        d = config_to_dict(self)
+        return {k: v for k, v in d.items() if k not in GRID_FIELDS and k not in RUN_FIELDS}
+
+    def fingerprint(self) -> str:
+        """A short hash of :meth:`cell_settings`: cells with equal fingerprints are comparable."""
+        text = json.dumps(self.cell_settings(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> BenchConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _no_repeats(values: tuple[Any, ...], name: str) -> None:
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+        raise ConfigError(f"{name} lists {seen[0]!r} twice; give each once")

@@ -1,0 +1,383 @@
+"""Merging finished cells into ``results.json``, ``report.md`` and plots.
+
+``write_report(OUT)`` reads ``OUT/cells/*.json`` (however they were produced: one process, ``--jobs
+N``, or one cluster job per cell) and ``OUT/bench.json``, and writes:
+
+- ``results.json``: every cell (its training-image list replaced by a hash), the summaries, the
+  paired comparisons, the quality table, the figures with the numbers behind them, the versions
+  and the command line;
+- ``report.md``: the tables a person reads first;
+- ``accuracy_vs_k.png`` (mean accuracy against k per arm, with 95% confidence bands),
+  ``per_class_f1.png`` (mean F1 of each class per arm and k), and the generated-versus-real image
+  grids that the cells saved under ``grids/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from augvae._io import write_json, write_text
+from augvae.bench.config import ARMS
+from augvae.bench.stats import CONFIDENCE, holm, paired_comparison, summarize
+from augvae.errors import DataError
+
+__all__ = ["write_report", "summarize_cells", "generated_vs_real_figure", "markdown_table"]
+
+REFERENCES = ("original", "classic")
+METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
+
+
+def _arm_order(arm: str) -> int:
+    return ARMS.index(arm) if arm in ARMS else len(ARMS)
+
+
+def summarize_cells(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Summaries per (classifier, arm, k) and paired comparisons against ``original`` and ``classic``.
+
+    Comparisons pair cells by seed and use only the seeds both arms finished. Holm-adjusted
+    p-values are computed over the whole family of comparisons of each test.
+    """
+    by: dict[tuple[str, str, int], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for c in cells:
+        by[(c["classifier"], c["arm"], int(c["k"]))][int(c["seed"])] = c
+    keys = sorted(by, key=lambda t: (t[0], t[2], _arm_order(t[1])))
+    summary = []
+    for clf, arm, k in keys:
+        seeds = sorted(by[(clf, arm, k)])
+        row: dict[str, Any] = {"classifier": clf, "arm": arm, "k": k, "seeds": seeds}
+        for m in METRICS:
+            row[m] = summarize([by[(clf, arm, k)][s]["metrics"][m] for s in seeds])
+        row["train_seconds"] = float(np.mean([by[(clf, arm, k)][s]["train_seconds"] for s in seeds]))
+        classes = list(by[(clf, arm, k)][seeds[0]]["metrics"]["per_class_f1"])
+        row["per_class_f1"] = {name: float(np.mean([by[(clf, arm, k)][s]["metrics"]["per_class_f1"][name] for s in seeds])) for name in classes}
+        summary.append(row)
+    comparisons = []
+    for ref in REFERENCES:
+        for clf, arm, k in keys:
+            if arm == ref or (clf, ref, k) not in by:
+                continue
+            seeds = sorted(set(by[(clf, arm, k)]) & set(by[(clf, ref, k)]))
+            if not seeds:
+                continue
+            a = [by[(clf, arm, k)][s]["metrics"]["accuracy"] for s in seeds]
+            b = [by[(clf, ref, k)][s]["metrics"]["accuracy"] for s in seeds]
+            comparisons.append({"classifier": clf, "arm": arm, "versus": ref, "k": k, "seeds": seeds, "metric": "accuracy",
+                                **paired_comparison(a, b)})
+    for test in ("p_ttest", "p_wilcoxon"):
+        for row, adj in zip(comparisons, holm([c[test] for c in comparisons])):
+            row[f"{test}_holm"] = adj
+    quality = []
+    for clf, arm, k in keys:
+        qs = [c["quality"]["overall"] for c in by[(clf, arm, k)].values() if "quality" in c]
+        if not qs:
+            continue
+        row = {"classifier": clf, "arm": arm, "k": k, "n": len(qs)}
+        for key in ("fd", "fd_real", "kid", "kid_real", "nn_rmse", "nn_rmse_test", "nn_ratio", "label_agreement"):
+            vals = [q[key] for q in qs if q.get(key) is not None and not (isinstance(q[key], float) and math.isnan(q[key]))]
+            row[key] = float(np.mean(vals)) if vals else float("nan")
+        vae_units = [c["generation"]["vae"]["active_units"] for c in by[(clf, arm, k)].values() if "vae" in c.get("generation", {})]
+        if vae_units:
+            row["vae_active_units"] = float(np.mean(vae_units))
+        quality.append(row)
+    return {"summary": summary, "comparisons": comparisons, "quality": quality}
+
+
+# ------------------------------------------------------------------------------------ formatting
+def _f(x: float, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a" if x is None or math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return f"{x:.{digits}f}"
+
+
+def _p(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return "<0.001" if x < 0.001 else f"{x:.3f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table.
+
+    Example:
+        >>> print(markdown_table(["a", "b"], [[1, 2]]))
+        | a | b |
+        |---|---|
+        | 1 | 2 |
+    """
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def accuracy_table(summary: Sequence[dict[str, Any]], classifier: str) -> str:
+    """Arms as rows, k as columns: mean accuracy ± 95% CI half width (n seeds)."""
+    rows = [r for r in summary if r["classifier"] == classifier]
+    ks = sorted({r["k"] for r in rows})
+    arms = sorted({r["arm"] for r in rows}, key=_arm_order)
+    cell = {(r["arm"], r["k"]): r["accuracy"] for r in rows}
+    body = []
+    for arm in arms:
+        line = [arm]
+        for k in ks:
+            s = cell.get((arm, k))
+            line.append("" if s is None else f"{_f(s['mean'])} ± {_f(s['ci_half'])} (n={s['n']})")
+        body.append(line)
+    return markdown_table(["arm", *[f"k={k}" for k in ks]], body)
+
+
+def comparison_table(comparisons: Sequence[dict[str, Any]], classifier: str, versus: str) -> str:
+    rows = sorted((c for c in comparisons if c["classifier"] == classifier and c["versus"] == versus),
+                  key=lambda c: (c["k"], _arm_order(c["arm"])))
+    body = [[c["arm"], c["k"], c["n"], f"{_f(c['mean_diff'])} [{_f(c['ci_low'])}, {_f(c['ci_high'])}]", _p(c["p_ttest"]),
+             _p(c["p_ttest_holm"]), _p(c["p_wilcoxon"]), _f(c["dz"], 2), f"{c['wins']}/{c['ties']}/{c['losses']}"] for c in rows]
+    return markdown_table(["arm", "k", "seeds", f"Δ accuracy [{int(CONFIDENCE * 100)}% CI]", "p (paired t)", "p (t, Holm)",
+                           "p (Wilcoxon)", "d_z", "wins/ties/losses"], body)
+
+
+def quality_table(quality: Sequence[dict[str, Any]], classifier: str) -> str:
+    rows = [q for q in quality if q["classifier"] == classifier]
+    body = [[q["arm"], q["k"], q["n"], f"{_f(q['fd'], 2)} ({_f(q['fd_real'], 2)})", f"{_f(q['kid'], 3)} ({_f(q['kid_real'], 3)})",
+             f"{_f(q['nn_rmse'])} ({_f(q['nn_rmse_test'])})", _f(q["label_agreement"], 2),
+             _f(q.get("vae_active_units", float("nan")), 1)] for q in rows]
+    return markdown_table(["arm", "k", "seeds", "FD gen (real)", "KID gen (real)", "NN-RMSE gen (test)", "label agreement",
+                           "active latent units"], body)
+
+
+# ------------------------------------------------------------------------------------ figures
+def _figure(**kw: Any) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(**kw)
+
+
+def _save(fig: Any, path: Path) -> None:
+    from augvae.figures import _save_fig
+
+    _save_fig(fig, path)
+
+
+def plot_accuracy_vs_k(summary: Sequence[dict[str, Any]], path: Path) -> dict[str, Any]:
+    """Mean test accuracy against k, one line per arm with its 95% CI band, one panel per classifier."""
+    classifiers = sorted({r["classifier"] for r in summary})
+    fig = _figure(figsize=(5.5 * len(classifiers), 4.2))
+    data: dict[str, Any] = {}
+    for i, clf in enumerate(classifiers):
+        ax = fig.add_subplot(1, len(classifiers), i + 1)
+        rows = [r for r in summary if r["classifier"] == clf]
+        for arm in sorted({r["arm"] for r in rows}, key=_arm_order):
+            pts = sorted((r["k"], r["accuracy"]) for r in rows if r["arm"] == arm)
+            ks = [p[0] for p in pts]
+            mean = np.array([p[1]["mean"] for p in pts])
+            lo = np.array([p[1]["ci_low"] for p in pts])
+            hi = np.array([p[1]["ci_high"] for p in pts])
+            (line,) = ax.plot(ks, mean, marker="o", label=arm)
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            if ok.any():
+                ax.fill_between(np.array(ks)[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.15)
+            data.setdefault(clf, {})[arm] = {"k": ks, "mean": mean.tolist(), "ci_low": lo.tolist(), "ci_high": hi.tolist()}
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({r["k"] for r in rows}))
+        ax.set_xticklabels([str(k) for k in sorted({r["k"] for r in rows})])
+        ax.set_xlabel("real training images per class (k)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"{clf}: mean and {int(CONFIDENCE * 100)}% CI over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    return data
+
+
+def plot_per_class_f1(summary: Sequence[dict[str, Any]], path: Path) -> dict[str, Any]:
+    """Mean F1 of each class per arm: one panel per (classifier, k)."""
+    panels = sorted({(r["classifier"], r["k"]) for r in summary})
+    cols = len({k for _, k in panels})
+    rows_n = len({c for c, _ in panels})
+    fig = _figure(figsize=(4.8 * cols, 3.6 * rows_n))
+    data: dict[str, Any] = {}
+    classifiers = sorted({c for c, _ in panels})
+    ks = sorted({k for _, k in panels})
+    for clf, k in panels:
+        ax = fig.add_subplot(rows_n, cols, classifiers.index(clf) * cols + ks.index(k) + 1)
+        rows = sorted((r for r in summary if r["classifier"] == clf and r["k"] == k), key=lambda r: _arm_order(r["arm"]))
+        classes = list(rows[0]["per_class_f1"])
+        width = 0.8 / max(1, len(rows))
+        x = np.arange(len(classes))
+        for j, r in enumerate(rows):
+            vals = [r["per_class_f1"][c] for c in classes]
+            ax.bar(x + (j - (len(rows) - 1) / 2) * width, vals, width, label=r["arm"])
+            data.setdefault(clf, {}).setdefault(str(k), {})[r["arm"]] = dict(zip(classes, vals))
+        ax.set_xticks(x)
+        ax.set_xticklabels(classes, rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{clf}, k={k}: per-class F1", fontsize=9)
+        if clf == classifiers[0] and k == ks[0]:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    _save(fig, path)
+    return data
+
+
+def generated_vs_real_figure(real: Any, generated: torch.Tensor, gen_labels: torch.Tensor, path: str | os.PathLike[str],
+                             title: str = "", n: int = 6) -> None:
+    """One row per class: up to ``n`` real training images, a gap, then up to ``n`` generated images of that class.
+
+    Args:
+        real: An :class:`~augvae.data.images.ImageSet` of real images.
+        generated: (M, C, S, S) generated images; ``gen_labels`` their class indices.
+    """
+    from augvae.figures import to_uint8
+
+    classes = real.classes
+    c, s = real.images.shape[1], real.images.shape[-1]
+    pad = 2
+    canvas = np.full(((s + pad) * len(classes), (s + pad) * (2 * n + 1), c), 255, dtype=np.uint8)
+    for row in range(len(classes)):
+        r_imgs = real.images[real.labels == row][:n]
+        g_imgs = generated[gen_labels == row][:n]
+        for j, img in enumerate(to_uint8(r_imgs) if len(r_imgs) else []):
+            canvas[row * (s + pad) : row * (s + pad) + s, j * (s + pad) : j * (s + pad) + s] = img
+        for j, img in enumerate(to_uint8(g_imgs) if len(g_imgs) else []):
+            x0 = (n + 1 + j) * (s + pad)
+            canvas[row * (s + pad) : row * (s + pad) + s, x0 : x0 + s] = img
+    fig = _figure(figsize=(min(16, 0.9 * (2 * n + 1) + 1.5), 0.9 * len(classes) + 0.8))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_yticks([(i + 0.5) * (s + pad) for i in range(len(classes))])
+    ax.set_yticklabels(classes, fontsize=8)
+    ax.set_xticks([n * (s + pad) / 2, (n + 1 + n / 2) * (s + pad)])
+    ax.set_xticklabels(["real (training)", "generated"], fontsize=9)
+    ax.set_title(title, fontsize=9)
+    _save(fig, Path(path))
+
+
+# ------------------------------------------------------------------------------------ the report
+def _slim(cell: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in cell.items() if k not in ("train_paths", "settings", "versions")}
+    paths = cell.get("train_paths") or []
+    out["train_set_sha256"] = hashlib.sha256("\n".join(sorted(paths)).encode()).hexdigest()[:16]
+    return out
+
+
+def write_report(out_dir: str | os.PathLike[str], title: str | None = None) -> Path:
+    """Merge ``OUT/cells`` into ``results.json``, ``report.md`` and the plots; return the report's path.
+
+    Raises:
+        DataError: ``OUT`` holds no finished cells.
+    """
+    from augvae.bench.runner import BENCH_FILE, load_cells, versions
+
+    out = Path(out_dir)
+    cells = load_cells(out)
+    if not cells:
+        raise DataError(f"no finished cells in {out / 'cells'}; run augvae bench DATA_DIR --out {out} first")
+    bench = json.loads((out / BENCH_FILE).read_text()) if (out / BENCH_FILE).exists() else {}
+    fingerprints = sorted({c.get("fingerprint") for c in cells})
+    if len(fingerprints) > 1:
+        raise DataError(f"{out / 'cells'} mixes cells of {len(fingerprints)} different settings; keep one setting per folder")
+    tables = summarize_cells(cells)
+    figures: dict[str, Any] = {}
+    figures["accuracy_vs_k.png"] = {"what": "mean test accuracy against k per arm with 95% CI bands",
+                                    "data": plot_accuracy_vs_k(tables["summary"], out / "accuracy_vs_k.png")}
+    figures["per_class_f1.png"] = {"what": "mean per-class F1 per arm, one panel per (classifier, k)",
+                                   "data": plot_per_class_f1(tables["summary"], out / "per_class_f1.png")}
+    grid_files = sorted((out / "grids").glob("*.png")) if (out / "grids").is_dir() else []
+    for g in grid_files:
+        figures[f"grids/{g.name}"] = {"what": "real training images (left) and generated images (right), one row per class"}
+    expected = bench.get("cells") or []
+    done_ids = {c["id"] for c in cells}
+    missing = [cid for cid in expected if cid not in done_ids]
+    results = {
+        "title": title or "augvae bench",
+        "command": bench.get("command"),
+        "config": bench.get("config") or cells[0].get("settings"),
+        "fingerprint": fingerprints[0],
+        "data": {k: bench.get(k) for k in ("data_dir", "split", "group_file", "classes", "counts")},
+        "versions": bench.get("versions") or versions(),
+        "complete": not missing,
+        "missing_cells": missing,
+        "tests": {"primary": "paired t-test (scipy.stats.ttest_rel, two-sided) on per-seed accuracy differences",
+                  "secondary": "Wilcoxon signed-rank (scipy.stats.wilcoxon, two-sided, exact)",
+                  "effect_size": "Cohen's d_z = mean difference / sd of differences",
+                  "multiplicity": "Holm-adjusted p-values over all comparisons in this file",
+                  "ci": "t-based 95% confidence intervals over seeds"},
+        **tables,
+        "figures": figures,
+        "cells": [_slim(c) for c in sorted(cells, key=lambda c: c["id"])],
+    }
+    write_json(out / "results.json", results)
+    write_text(out / "report.md", _markdown(results, grid_files, out))
+    return out / "report.md"
+
+
+def _markdown(res: dict[str, Any], grid_files: list[Path], out: Path) -> str:
+    cfg = res["config"] or {}
+    classifiers = sorted({r["classifier"] for r in res["summary"]})
+    lines = [f"# {res['title']}: classifier accuracy with and without generated images", ""]
+    if res.get("command"):
+        lines += ["Command:", "", "```", " ".join(res["command"]), "```", ""]
+    data = res.get("data") or {}
+    if data.get("counts"):
+        counts = data["counts"]
+        lines += [f"Data: `{data.get('data_dir')}`, split {data.get('split')}; classes: "
+                  + ", ".join(f"{c} ({v['pool']} pool / {v['test']} test)" for c, v in counts.items()) + ".", ""]
+    if not res["complete"]:
+        lines += [f"**Incomplete: {len(res['missing_cells'])} cell(s) of the grid have not finished**; the tables use the finished ones.", ""]
+    lines += [
+        f"Every arm trains the same classifier from the same initial weights for {cfg.get('steps')} optimizer steps "
+        f"(batch {cfg.get('batch_size')}, AdamW lr {cfg.get('lr')}, cosine decay) at {cfg.get('image_size')} px. "
+        f"vae arms add {cfg.get('ratio')} generated image(s) per real one (policy {cfg.get('policy')}, formulation "
+        f"{cfg.get('formulation')}, {cfg.get('overlay_k')} sources, latent {cfg.get('latent_dim')}, VAE {cfg.get('vae_steps')} steps; "
+        f"vae-prior: per-class VAEs, {cfg.get('prior_steps')} steps each).",
+        "",
+        "Statistics: mean ± half width of the t-based 95% confidence interval over seeds. Differences are paired by seed "
+        "(same real images, same initial weights). p (paired t): `scipy.stats.ttest_rel`, two-sided, the primary test; "
+        "p (Wilcoxon): signed-rank, exact, two-sided (with 5 seeds it cannot go below 0.0625); Holm: adjusted over every "
+        "comparison in this report; d_z: mean difference / sd of the differences.",
+        "",
+    ]
+    for clf in classifiers:
+        lines += [f"## {clf}", "", "### Test accuracy", "", accuracy_table(res["summary"], clf), ""]
+        for ref in REFERENCES:
+            if any(c["classifier"] == clf and c["versus"] == ref for c in res["comparisons"]):
+                lines += [f"### Paired difference in accuracy versus `{ref}`", "", comparison_table(res["comparisons"], clf, ref), ""]
+        if any(q["classifier"] == clf for q in res["quality"]):
+            lines += ["### Quality of the generated images", "",
+                      "Measured with the real-data (`original`) classifier of the same k and seed. FD/KID: feature distance of "
+                      "generated images to the real test images of their class, in brackets the same for the real training "
+                      "images (what a perfect generator would score at that size). NN-RMSE: pixel RMSE to the nearest real "
+                      "training image, in brackets the same for real test images (much lower = copies). Label agreement: "
+                      "share of generated images the real-data classifier puts in the class the policy gave them.", "",
+                      quality_table(res["quality"], clf), ""]
+        seconds = [r for r in res["summary"] if r["classifier"] == clf]
+        lines += ["Mean training time per cell (s): " + ", ".join(
+            f"{a} {np.mean([r['train_seconds'] for r in seconds if r['arm'] == a]):.0f}"
+            for a in sorted({r['arm'] for r in seconds}, key=_arm_order)) + ".", ""]
+    lines += ["## Figures", "", "![accuracy against k](accuracy_vs_k.png)", "", "![per-class F1](per_class_f1.png)", ""]
+    if grid_files:
+        # Show the largest k of the first seed of each generator; list the rest.
+        def _k(p: Path) -> int:
+            try:
+                return int(p.stem.split("-k")[1].split("-")[0])
+            except (IndexError, ValueError):
+                return 0
+
+        for kind in ("overlay", "prior"):
+            files = [g for g in grid_files if g.name.startswith(kind + "-")]
+            if files:
+                best = max(files, key=lambda p: (_k(p), -int(p.stem.rsplit("-s", 1)[-1]) if p.stem.rsplit("-s", 1)[-1].isdigit() else 0))
+                lines += [f"![{kind} images next to real ones](grids/{best.name})", ""]
+        lines += ["Every grid: " + ", ".join(f"[{g.name}](grids/{g.name})" for g in grid_files), ""]
+    v = res.get("versions") or {}
+    lines += ["Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), ""]
+    return "\n".join(lines)
