@@ -53,6 +53,7 @@ _LAZY = {
     "ImageSet": "augvae.data.images",
     "load_folder": "augvae.data.images",
     "load_images": "augvae.data.images",
+    "MixedDataset": "augvae.data.mixed",
 }
 
 __all__ = [
@@ -84,6 +85,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from augvae.checkpoint import load_model
     from augvae.config import RECIPES, GenerateConfig, ModelConfig, TrainConfig, recipe_config
     from augvae.data.images import ImageSet, load_folder, load_images
+    from augvae.data.mixed import MixedDataset
     from augvae.latent import LatentSet, encode, interpolate, traverse_grid
     from augvae.model import ConvVAE
     from augvae.overlay import FORMULATIONS, overlay, random_overlays
