@@ -45,6 +45,7 @@ from augvae.policy import (
     OverlayOptions,
     VAESources,
     _as_classes,
+    check_model_folder,
     draw_numpy,
     image_to_tensor,
     load_sources,
@@ -64,17 +65,6 @@ def _check_p(p: Any) -> float:
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not (math.isfinite(p) and 0.0 <= p <= 1.0):
         raise ConfigError(f"p (the probability of applying the transform) must be a number in [0, 1], got {p!r}")
     return float(p)
-
-
-def check_model_folder(model_path: Any) -> str:
-    """Validate that ``model_path`` names a readable model folder (config only; weights load lazily)."""
-    from augvae.checkpoint import read_config
-
-    if not isinstance(model_path, (str, os.PathLike)):
-        raise ConfigError(f"model_path must be the path of a model folder (str or Path), got {type(model_path).__name__}")
-    path = os.fspath(model_path)
-    read_config(path)  # ModelFolderError naming the problem if it is not a model folder
-    return path
 
 
 class VAEOverlay(A.ImageOnlyTransform):

@@ -101,6 +101,7 @@ def overlay(
     z_background: Tensor | None = None,
     x_background: Tensor | None = None,
     weights: Any = None,
+    center_residual: bool = False,
 ) -> Tensor:
     """Decode overlays of ``k`` sources for a batch, in one decoder pass.
 
@@ -112,6 +113,9 @@ def overlay(
         x_background: (B, C, S, S) images to composite onto (``residual`` only); default the
             decoded ``z_background``.
         weights: k weights (default all 1, the paper's plain sum).
+        center_residual: ``residual`` only: zero-centre each residual image, for when ``z_background``
+            is only the centroid of the sources rather than a defect-free image (then an uncentred
+            residual mostly shifts the brightness).
 
     Returns:
         (B, C, S, S) images in [0, 1], on the model's device.
@@ -128,6 +132,8 @@ def overlay(
     x_src, x_bg_dec = dec[: b * k].view(b, k, *dec.shape[1:]), dec[b * k :]
     base = x_bg_dec if x_background is None else x_background.to(dec)
     residual = (w.view(1, k, 1, 1, 1) * (x_src - x_bg_dec[:, None])).sum(1)
+    if center_residual:
+        residual = residual - residual.mean((-2, -1), keepdim=True)
     return (base + residual).clamp_(0.0, 1.0)
 
 
@@ -215,7 +221,8 @@ def random_overlays(
     zb = None
     if formulation in ("offset", "residual"):
         zb = mu[background] if background is not None else mu.mean(0)
-    out = torch.cat([overlay(model, z[s : s + batch_size], formulation, zb).cpu() for s in range(0, n, batch_size)])
+    center = formulation == "residual" and background is None
+    out = torch.cat([overlay(model, z[s : s + batch_size], formulation, zb, center_residual=center).cpu() for s in range(0, n, batch_size)])
     bg_name = names[background] if background is not None else ("centroid" if zb is not None else None)
     records = [OverlayRecord(i, [names[j] for j in p], [classes[j] for j in p], formulation, bg_name) for i, p in enumerate(picks)]
     return out, records

@@ -68,6 +68,7 @@ __all__ = [
     "Draws",
     "Plan",
     "ImageFormat",
+    "check_model_folder",
     "load_sources",
     "clear_cache",
     "draw_torch",
@@ -210,7 +211,15 @@ class VAESources:
         z_ref: ``(D,)`` the defect-free reference latent.
         x_ref: ``(1, C, S, S)`` its decoding.
         reference: How ``z_ref`` was chosen, in words.
+        center_residual: Whether residuals are zero-centred per image: True when the reference is only
+            the centroid of all sources (no defect-free images), where an uncentred residual mostly
+            carries a brightness shift rather than a defect.
         path: The model folder.
+
+    Example:
+        >>> src = load_sources(example_model_folder())
+        >>> src.num_classes, src.channels, src.image_size, src.class_index("pore")
+        (3, 1, 28, 1)
     """
 
     model: Any
@@ -224,6 +233,7 @@ class VAESources:
     x_ref: Tensor
     reference: str
     path: Path
+    center_residual: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -273,6 +283,24 @@ def _stamp(root: Path) -> tuple[Any, ...]:
         except OSError:
             out.append(None)
     return tuple(out)
+
+
+def check_model_folder(model_path: Any) -> str:
+    """Validate that ``model_path`` names a model folder (reads its config only; weights load lazily).
+
+    Example:
+        >>> check_model_folder("/no/such/folder")
+        Traceback (most recent call last):
+        ...
+        augvae.errors.ModelFolderError: model folder /no/such/folder does not exist; train one with `augvae train DATA_DIR --out /no/such/folder`
+    """
+    from augvae.checkpoint import read_config
+
+    if not isinstance(model_path, (str, os.PathLike)):
+        raise ConfigError(f"model_path must be the path of a model folder (str or Path), got {type(model_path).__name__}")
+    path = os.fspath(model_path)
+    read_config(path)
+    return path
 
 
 def clear_cache() -> None:
@@ -374,7 +402,7 @@ def _prepare(root: Path, classes: tuple[str, ...] | None, background_class: str 
     x_ref = model.decode(z_ref[None].to(device))
     return VAESources(model=model, mu=mu.to(device), logvar=logvar.to(device), source_class=source_class.to(device),
                       partner_ok=partner_ok.to(device), classes=names, background=bg, z_ref=z_ref.to(device), x_ref=x_ref,
-                      reference=reference, path=root)
+                      reference=reference, path=root, center_residual=ref_source is None and reference.startswith("centroid"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,6 +418,11 @@ class Draws:
         weights: ``(B, slots)`` uniform [0, 1): mapped onto the weight range.
         noise: ``(B, slots, D)`` standard normal: sampling around each source's centre.
         apply: ``(B,)`` uniform [0, 1) or None: compared with ``p`` by the batch transform.
+
+    Example:
+        >>> d = Draws(torch.rand(1, 2, 5), torch.rand(1, 2), torch.randn(1, 2, 3))
+        >>> d.to(torch.device("cpu")).keys.shape
+        torch.Size([1, 2, 5])
     """
 
     keys: Tensor
@@ -450,6 +483,13 @@ class Plan:
         weight: ``(B, slots)`` overlay weights, 0 for unused slots.
         valid: ``(B,)`` at least one source was drawn (an image of a class without sources gets none).
         target: ``(B,)`` the new hard class (-1 where there is none: the ``soft`` policy).
+
+    Example:
+        >>> src = load_sources(example_model_folder())
+        >>> opts = OverlayOptions(k=2)
+        >>> plan = make_plan(src, torch.tensor([1]), opts, draw_torch(src, opts, 1))
+        >>> plan.index.shape, src.source_class[plan.index[0, :2]].tolist(), plan.target.tolist()
+        (torch.Size([1, 3]), [1, 1], [1])
     """
 
     index: Tensor
@@ -600,6 +640,8 @@ def render(src: VAESources, images: Tensor, plan: Plan, opts: OverlayOptions, dr
     if opts.formulation == "residual":
         dec = model.decode(z.reshape(b * s, -1)).view(b, s, src.channels, src.image_size, src.image_size)
         residual = (w[:, :, None, None, None] * (dec - src.x_ref[None])).sum(1)  # (B, C, S, S)
+        if src.center_residual:  # no defect-free reference: keep the structure, drop the brightness shift
+            residual = residual - residual.mean((-2, -1), keepdim=True)
         if opts.keep_input:
             out = images + _resize(residual, h, w_)
         else:
@@ -670,6 +712,14 @@ def overlay_batch(src: VAESources, images: Tensor, labels: Tensor, opts: Overlay
 
     Returns:
         ``(images, labels)``; labels as in :func:`mix_labels`.
+
+    Example:
+        >>> src = load_sources(example_model_folder())
+        >>> opts = OverlayOptions(policy="onto-background")
+        >>> x, y = torch.rand(3, 1, 28, 28), torch.tensor([2, 2, 0])
+        >>> out, new = overlay_batch(src, x, y, opts, draw_torch(src, opts, 3), p=1.0)
+        >>> [c in (0, 1) for c in new.tolist()]
+        [True, True, True]
     """
     dev = images.device
     draws = draws.to(dev)
@@ -695,6 +745,10 @@ class ImageFormat:
         dtype: numpy / torch dtype, or the PIL mode.
         scale: Integer images are divided by this (255, 65535); 1 for float.
         device: The tensor's device (tensors only).
+
+    Example:
+        >>> image_to_tensor(torch.zeros(3, 4, 5, dtype=torch.uint8))[1].layout
+        'CHW'
     """
 
     kind: str
@@ -757,11 +811,9 @@ def image_to_tensor(image: Any, what: str = "image") -> tuple[Tensor, ImageForma
         if image.mode not in _PIL_MODES:
             raise InputError(f"{what} is a PIL image in mode {image.mode!r}; convert it with .convert('L') or .convert('RGB')")
         arr = np.asarray(image)
-        if image.mode == "I;16":
-            arr = arr.astype(np.float32)
         fmt = ImageFormat("pil", "HW" if arr.ndim == 2 else "HWC", image.mode, _PIL_MODES[image.mode])
         _check_shape(arr.shape, fmt.layout, what)
-        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        t = torch.from_numpy(np.array(arr, dtype=np.float32))  # a writable copy
         t = t[None] if arr.ndim == 2 else t.permute(2, 0, 1)
         t = t / fmt.scale
         return (_check_float_values(t, what) if image.mode == "F" else t)[None], fmt
@@ -776,7 +828,7 @@ def image_to_tensor(image: Any, what: str = "image") -> tuple[Tensor, ImageForma
             scale = 1.0
         else:
             raise InputError(f"{what} has dtype {image.dtype}; use uint8, uint16 or float32 in [0, 1]")
-        t = torch.from_numpy(np.ascontiguousarray(image).astype(np.float32, copy=False))
+        t = torch.from_numpy(np.array(image, dtype=np.float32))  # a writable copy
         t = t[None] if layout == "HW" else t.permute(2, 0, 1)
         t = t / scale if scale != 1.0 else _check_float_values(t, what)
         return t[None].contiguous(), ImageFormat("numpy", layout, image.dtype, scale)
@@ -792,7 +844,14 @@ def image_to_tensor(image: Any, what: str = "image") -> tuple[Tensor, ImageForma
 
 
 def tensor_to_image(t: Tensor, fmt: ImageFormat) -> Any:
-    """Give a float ``(1, C, H, W)`` result back in the input's type, dtype, layout and value range."""
+    """Give a float ``(1, C, H, W)`` result back in the input's type, dtype, layout and value range.
+
+    Example:
+        >>> import PIL.Image
+        >>> t, fmt = image_to_tensor(PIL.Image.new("L", (6, 4), 200))
+        >>> tensor_to_image(t, fmt).size, tensor_to_image(t, fmt).getpixel((0, 0))
+        ((6, 4), 200)
+    """
     x = t[0].clamp(0.0, 1.0)
     if fmt.kind == "tensor":
         out = float_to_batch(x[None].to(fmt.device), fmt)[0]
@@ -804,9 +863,9 @@ def tensor_to_image(t: Tensor, fmt: ImageFormat) -> Any:
         import PIL.Image
 
         if fmt.dtype == "F":
-            return PIL.Image.fromarray(a.astype(np.float32), mode="F")
+            return PIL.Image.fromarray(np.ascontiguousarray(a, dtype=np.float32))
         if fmt.dtype == "I;16":
-            return PIL.Image.fromarray(np.rint(a * 65535.0).astype(np.uint16), mode="I;16")
+            return PIL.Image.fromarray(np.rint(a * 65535.0).astype(np.uint16))
         return PIL.Image.fromarray(np.rint(a * 255.0).astype(np.uint8))
     if fmt.scale != 1.0:
         return np.rint(a * fmt.scale).astype(fmt.dtype)
@@ -844,7 +903,13 @@ def batch_to_float(images: Tensor, what: str = "images", check_values: bool = Tr
 
 
 def float_to_batch(x: Tensor, fmt: ImageFormat) -> Tensor:
-    """Back from float [0, 1] to the batch's dtype and range."""
+    """Back from float [0, 1] to the batch's dtype and range.
+
+    Example:
+        >>> x, fmt = batch_to_float(torch.full((1, 1, 2, 2), 128, dtype=torch.uint8))
+        >>> float_to_batch(x, fmt).unique().tolist()
+        [128]
+    """
     if fmt.scale != 1.0:
         return (x * fmt.scale).round_().clamp_(0, fmt.scale).to(fmt.dtype)
     return x.to(fmt.dtype)
@@ -881,6 +946,8 @@ def check_batch_values(labels: Tensor, num_classes: int, check_values: bool = Tr
 # --------------------------------------------------------------------------------------------
 # a tiny model folder for examples and tests
 
+_EXAMPLES: dict[tuple[Any, ...], Path] = {}
+
 
 def example_model_folder(path: str | os.PathLike[str] | None = None, classes: Sequence[str] = ("crack", "pore", "clean"),
                          per_class: int = 2, image_size: int = 28, latent_dim: int = 4, channels: int = 1,
@@ -892,7 +959,7 @@ def example_model_folder(path: str | os.PathLike[str] | None = None, classes: Se
     sources decode visibly differently.
 
     Args:
-        path: The folder; default one under the system temp folder named after the arguments.
+        path: The folder; default a temporary folder (one per process and set of arguments, removed at exit).
         classes: Class names; ``per_class`` sources each.
         background: Index of a source to store as the model's background (reference) source.
 
@@ -906,8 +973,18 @@ def example_model_folder(path: str | os.PathLike[str] | None = None, classes: Se
     from augvae.model import ConvVAE
 
     names = list(classes)
-    tag = f"{'-'.join(names)}_{per_class}_{image_size}_{latent_dim}_{channels}_{seed}_{background}"
-    root = Path(path) if path is not None else Path(tempfile.gettempdir()) / f"augvae-example-{tag}"
+    tag = (tuple(names), per_class, image_size, latent_dim, channels, seed, background)
+    if path is None:
+        if tag not in _EXAMPLES:
+            import atexit
+            import shutil
+
+            tmp_root = Path(tempfile.mkdtemp(prefix="augvae-example-"))
+            atexit.register(shutil.rmtree, tmp_root, True)
+            _EXAMPLES[tag] = example_model_folder(tmp_root / "model", names, per_class, image_size, latent_dim, channels, seed,
+                                                  background)
+        return _EXAMPLES[tag]
+    root = Path(path)
     if (root / WEIGHTS_FILE).exists():
         return root
     gen = torch.Generator().manual_seed(seed)

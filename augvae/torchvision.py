@@ -37,11 +37,9 @@ import numpy as np
 import PIL.Image
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_flatten, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from augvae.albumentations import check_model_folder
 from augvae.errors import ConfigError, InputError
 from augvae.overlay import DEFAULT_FORMULATION
 from augvae.policy import (
@@ -51,6 +49,7 @@ from augvae.policy import (
     _as_classes,
     batch_to_float,
     check_batch_values,
+    check_model_folder,
     draw_torch,
     float_to_batch,
     image_to_tensor,
@@ -249,13 +248,13 @@ class BatchVAEOverlay(_VAEOptions, v2.Transform):
         sample = inputs if len(inputs) > 1 else inputs[0]
         if not (isinstance(sample, (tuple, list)) and len(sample) == 2):
             raise InputError("BatchVAEOverlay takes (images, labels): images (B, C, H, W) and labels (B,) or (B, K)")
-        flat, spec = tree_flatten(sample)
         images, labels = sample
         if isinstance(images, PIL.Image.Image) or not isinstance(images, Tensor):
             raise InputError(f"BatchVAEOverlay takes a batch tensor (B, C, H, W), got {type(images).__name__}; "
                              "use VAEOverlay for single images")
         params = self.make_params([images, labels])
-        return tree_unflatten([self.transform(x, params) for x in flat], spec)
+        out = (self.transform(images, params), self.transform(labels, params))
+        return list(out) if isinstance(sample, list) else out
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         """Overlay the batch (``flat_inputs = [images, labels]``); the results travel in the params."""

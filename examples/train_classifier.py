@@ -53,9 +53,12 @@ p.add_argument("--vae-epochs", type=int, default=60)
 p.add_argument("--model-dir", default=None, help="an existing augvae model folder (else one is trained)")
 p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
 p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 is fastest on a busy small machine")
 p.add_argument("--out", default="runs/train_classifier")
 p.add_argument("--seed", type=int, default=0)
 args = p.parse_args()
+if args.threads:
+    torch.set_num_threads(args.threads)
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
 S = args.image_size
@@ -203,10 +206,10 @@ with (out / "timings.csv").open("w", newline="") as f:
 print("(test accuracy after a few epochs from scratch is a smoke check, not a benchmark)")
 
 # -- 5. what each arm generates: one row per arm, for the same eight training images ---------------------------
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 picks = [train_items[i] for i in np.linspace(0, len(train_items) - 1, 8).astype(int)]
 real = [Image.open(path).convert("L").resize((S, S)) for path, _ in picks]

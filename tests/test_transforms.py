@@ -377,3 +377,26 @@ def test_model_without_latents_is_refused(tmp_path: Path) -> None:
     ConvVAE(image_size=28, latent_dim=2).save(tmp_path / "bare")
     with pytest.raises(ConfigError, match="no stored latents"):
         AlbuOverlay(tmp_path / "bare", p=1.0)(image=_rng_image((28, 28), "uint8"), label=0)
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __init__(self, transforms: object) -> None:
+        self.transforms = transforms
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> object:
+        return self.transforms(torch.rand(1, 30, 30, generator=torch.Generator().manual_seed(i)), i % 4)
+
+
+def test_transforms_pickle_and_run_in_dataloader_workers(model_dir: Path) -> None:
+    import pickle
+
+    albu = pickle.loads(pickle.dumps(AlbuOverlay(model_dir, p=1.0)))
+    assert albu(image=_rng_image((30, 30), "uint8"), label=1)["label"] == 1
+    tv = pickle.loads(pickle.dumps(TVOverlay(model_dir, p=1.0, policy="soft")))
+    loader = torch.utils.data.DataLoader(_Pairs(tv), batch_size=4, num_workers=2)
+    batches = list(loader)
+    assert [tuple(x.shape) for x, _ in batches] == [(4, 1, 30, 30)] * 2
+    assert all(tuple(y.shape) == (4, 4) for _, y in batches)

@@ -24,7 +24,7 @@ _LAZY = {
     "fit_image": "augvae.data.images",
 }
 
-__all__ = list(_LAZY)
+__all__ = ["MixedDataset", "ImageSet", "load_folder", "load_images", "read_image", "fit_image"]
 
 
 def __getattr__(name: str) -> Any:

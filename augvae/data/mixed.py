@@ -59,6 +59,7 @@ from augvae.policy import (
     OverlayOptions,
     VAESources,
     _as_classes,
+    check_model_folder,
     draw_torch,
     image_to_tensor,
     load_sources,
@@ -116,6 +117,15 @@ class MixedDataset(Dataset):
     Raises:
         ConfigError: A bad option. ModelFolderError: a bad model folder. DataError: a bad bank or
         dataset item.
+
+    Example:
+        >>> import PIL.Image
+        >>> from augvae.policy import example_model_folder
+        >>> real = [(PIL.Image.new("L", (40, 30), 100 + 10 * i), i % 3) for i in range(4)]
+        >>> mixed = MixedDataset(example_model_folder(), real, ratio=0.5, policy="soft", mode="bank")
+        >>> image, label = mixed[5]
+        >>> image.size, image.mode, label.shape, round(float(label.sum()), 5)
+        ((40, 30), 'L', torch.Size([3]), 1.0)
     """
 
     def __init__(
@@ -141,7 +151,6 @@ class MixedDataset(Dataset):
         bank_size: int | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
-        from augvae.albumentations import check_model_folder
         from augvae.config import check_choice
 
         self.model_path = check_model_folder(model_path)
