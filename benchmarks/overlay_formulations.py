@@ -98,7 +98,10 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--copies", type=int, default=500)
     p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if a.quick:
         a.size, a.copies, a.epochs, a.seeds = 32, 50, 3, 1
     runs = []
@@ -110,7 +113,7 @@ def main() -> None:
               f"{r['train_seconds']:.0f} s", flush=True)
         summary = summarize(runs)
         write_json(a.out, {"command": command_line(), "environment": environment(),
-                           "settings": {"size": a.size, "copies": a.copies, "epochs": a.epochs, "seeds": a.seeds,
+                           "settings": {"threads": torch.get_num_threads(), "size": a.size, "copies": a.copies, "epochs": a.epochs, "seeds": a.seeds,
                                         "latents": a.latents, "setting_overrides": SETTINGS},
                            "summary": summary, "runs": runs})
     print(markdown(summarize(runs)))
