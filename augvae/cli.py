@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -225,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
+    # Same seed, same weights: MKL may otherwise pick fewer threads under load, which changes the
+    # order of floating-point sums. Must be set before torch (and MKL) load.
+    os.environ.setdefault("MKL_DYNAMIC", "FALSE")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="augvae: %(message)s")

@@ -6,7 +6,9 @@
   memory. The reparameterization noise makes each copy a different point of its source's cluster.
 
 Randomness comes from one generator per epoch seeded by ``(seed, epoch)``, so a run resumed from an
-epoch checkpoint ends with the same weights as an uninterrupted one (on CPU).
+epoch checkpoint ends with the same weights as an uninterrupted one (on CPU, with the same number
+of threads; the CLI also sets ``MKL_DYNAMIC=FALSE`` so that MKL does not change its thread count
+under load — set it yourself before importing torch for bit-exact runs from Python).
 
 Example:
     >>> import torch
@@ -283,10 +285,10 @@ def train(
         bar.close()
 
         model.eval()
-        mu, logvar = model.encode_batched(images)
+        mu, logvar, hidden = _encode_all(model, images, device)
         result = TrainResult(model=model, history=history, mu=mu, logvar=logvar, active_units=0, out_dir=root)
         with torch.no_grad():
-            _check_collapse(result, model_config, mu, logvar, images[:256].to(device))
+            _check_collapse(result, model_config, mu, logvar, hidden)
         if root is not None and history and history[-1]["epoch"] == train_config.epochs:
             save_tensors(root / LATENTS_FILE, {"mu": mu, "logvar": logvar, "labels": labels})
             _plot_history(root / "loss.png", history)
@@ -296,11 +298,28 @@ def train(
             lock.__exit__(None, None, None)
 
 
-def _check_collapse(result: TrainResult, cfg: ModelConfig, mu: Tensor, logvar: Tensor, probe: Tensor) -> None:
-    """Detect posterior collapse from the per-dimension KL over the training images, and warn."""
+@torch.no_grad()
+def _encode_all(model: ConvVAE, images: Tensor, device: torch.device, batch_size: int = 256) -> tuple[Tensor, Tensor, Tensor]:
+    """CPU ``(mu, logvar)`` of every image (as :meth:`ConvVAE.encode_batched`), and the dense-layer
+    activations of the first batch for the dead-unit check: one encoder pass instead of two."""
+    mus, logvars, first = [], [], None
+    for start in range(0, images.shape[0], batch_size):
+        hidden = model.encoder(model._layout(images[start : start + batch_size].to(device)))  # as ConvVAE.encode
+        first = hidden if first is None else first
+        mus.append(model.fc_mu(hidden).cpu())
+        logvars.append(model.fc_logvar(hidden).cpu())
+    assert first is not None
+    return torch.cat(mus), torch.cat(logvars), first
+
+
+def _check_collapse(result: TrainResult, cfg: ModelConfig, mu: Tensor, logvar: Tensor, hidden: Tensor) -> None:
+    """Detect posterior collapse from the per-dimension KL over the training images, and warn.
+
+    ``hidden``: the encoder's dense-layer activations of (up to 256 of) the training images.
+    """
     kl_dims = (0.5 * (mu**2 + logvar.exp() - 1.0 - logvar)).mean(0)
     result.active_units = active_units(kl_dims)
-    dead = _dead_hidden_units(result.model, probe)
+    dead = _dead_hidden_units(result.model, hidden)
     if dead is not None and dead == cfg.hidden_dim:
         msg = (f"all {cfg.hidden_dim} units of the encoder's dense layer are dead (ReLU never fires), so the encoder "
                "ignores its input; use --activation leaky_relu and --kl-warmup-epochs 2")
@@ -321,11 +340,11 @@ def _check_collapse(result: TrainResult, cfg: ModelConfig, mu: Tensor, logvar: T
             log.info(msg)
 
 
-def _dead_hidden_units(model: ConvVAE, probe: Tensor) -> int | None:
-    """Dense-layer ReLU units that output 0 for every image of ``probe`` (None for other activations)."""
+def _dead_hidden_units(model: ConvVAE, hidden: Tensor) -> int | None:
+    """Dense-layer ReLU units that output 0 for every image (``hidden``: their activations; None for other activations)."""
     if model.config.activation != "relu":
         return None
-    return int(((model.encoder(probe) > 0).sum(0) == 0).sum())
+    return int(((hidden > 0).sum(0) == 0).sum())
 
 
 def _save_checkpoint(root: Path, model: ConvVAE, opt: torch.optim.Optimizer, epoch: int, history: list[dict[str, float]]) -> None:
