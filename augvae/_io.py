@@ -142,6 +142,10 @@ def output_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
                 f"output folder {root} is in use by another augvae process; wait for it to finish "
                 "or choose another --out folder"
             ) from err
+        # Temporary files of a writer that was killed mid-write: only the lock holder writes here.
+        for stale in root.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
         yield root
     finally:
         f.close()

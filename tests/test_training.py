@@ -120,3 +120,21 @@ def test_two_runs_on_one_folder_get_a_clear_error(tmp_path: Path) -> None:
     with output_lock(tmp_path):
         with pytest.raises(OutputLockedError, match="in use"):
             train(_blobs(), ModelConfig(image_size=28), recipe_config("small-set", epochs=1, batch_size=2), out_dir=tmp_path, progress=False)
+
+
+def test_resume_after_a_kill_between_the_last_checkpoint_and_its_weights(tmp_path: Path) -> None:
+    """The checkpoint of the last epoch landed, its weights file did not: resuming must still end right."""
+    import shutil
+
+    x = _blobs()
+    cfg = recipe_config("small-set", epochs=3, batch_size=2, seed=4)
+    train(x, ModelConfig(image_size=28), cfg, out_dir=tmp_path / "a", progress=False, stop_after_epoch=2)
+    stale_weights = (tmp_path / "a" / "model.safetensors").read_bytes()
+    full = train(x, ModelConfig(image_size=28), cfg, out_dir=tmp_path / "b", progress=False)
+    shutil.copy(tmp_path / "b" / "checkpoint.safetensors", tmp_path / "a" / "checkpoint.safetensors")
+    (tmp_path / "a" / "model.safetensors").write_bytes(stale_weights)  # epoch 2 weights, epoch 3 checkpoint
+    (tmp_path / "a" / ".model.safetensors.x1.tmp").write_bytes(b"half")  # what a kill mid-write leaves
+    train(x, ModelConfig(image_size=28), cfg, out_dir=tmp_path / "a", progress=False, resume=True)
+    a, b = ConvVAE.load(tmp_path / "a").state_dict(), full.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not list((tmp_path / "a").glob(".*.tmp"))
