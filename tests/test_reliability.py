@@ -182,3 +182,12 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path: Path, sy
     a, b = ConvVAE.load(cut).state_dict(), ConvVAE.load(full).state_dict()
     diff = {k: float((a[k] - b[k]).abs().max()) for k in a if not torch.equal(a[k], b[k])}
     assert not diff, f"killed after epoch {killed_after} (exit {proc.returncode}); differing tensors: {diff}"
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    from augvae._io import write_text
+
+    write_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
