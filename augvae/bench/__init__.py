@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from augvae.bench.config import ARMS, LABEL_POLICIES, BenchConfig
 
-__all__ = ["ARMS", "LABEL_POLICIES", "BenchConfig", "run_bench", "write_report", "quick_comparison"]
+__all__ = ["ARMS", "LABEL_POLICIES", "BenchConfig", "quick_comparison", "run_bench", "write_report"]
 
 
 def __getattr__(name: str):  # lazy: importing the package stays cheap

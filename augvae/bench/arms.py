@@ -53,14 +53,14 @@ __all__ = [
     "ARM_SPECS",
     "ArmSpec",
     "TrainingSet",
-    "classic_transform",
-    "make_mixer",
-    "fit_classifier",
-    "shared_vae",
-    "prior_vaes",
     "build_training_set",
     "cache_lock",
+    "classic_transform",
+    "fit_classifier",
+    "make_mixer",
+    "prior_vaes",
     "settings_key",
+    "shared_vae",
 ]
 
 log = logging.getLogger("augvae")
@@ -224,7 +224,7 @@ def fit_classifier(
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     seconds = time.perf_counter() - t0
     if not all(math.isfinite(v) for v in losses):
         raise ConfigError(f"classifier training diverged (loss NaN or infinite); lower --lr (now {cfg.lr})")
@@ -240,12 +240,19 @@ def _vae_train(data: ImageSet, cfg: BenchConfig, steps: int, seed: int) -> Any:
     from augvae.training import train
 
     n = len(data)
-    per_epoch = max(1, math.ceil(n / cfg.vae_batch_size))
-    epochs = max(1, math.ceil(steps / per_epoch))
-    mcfg = ModelConfig(image_size=cfg.image_size, channels=cfg.channels, latent_dim=cfg.latent_dim, beta=cfg.beta)
-    tcfg = recipe_config("small-set", epochs=epochs, batch_size=min(cfg.vae_batch_size, n), seed=seed, device=cfg.device,
-                         checkpoint_every=epochs)
-    return train(data, mcfg, tcfg, progress=False), tcfg
+    batch = min(cfg.vae_batch_size, n)
+    epochs = max(1, math.ceil(steps / math.ceil(n / batch)))
+    mcfg = ModelConfig(image_size=cfg.image_size, channels=cfg.channels, latent_dim=cfg.latent_dim, beta=cfg.beta,
+                       hidden_dim=cfg.vae_hidden_dim, activation=cfg.vae_activation)
+    tcfg = recipe_config("small-set", epochs=epochs, batch_size=batch, seed=seed, device=cfg.device, checkpoint_every=epochs,
+                         kl_warmup_epochs=round(cfg.vae_kl_warmup * epochs))
+    quiet = logging.getLogger("augvae")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # collapse warnings go into the cell record, not the console
+    try:
+        return train(data, mcfg, tcfg, progress=False), tcfg
+    finally:
+        quiet.setLevel(level)
 
 
 @dataclass
@@ -258,36 +265,43 @@ class CachedVAE:
     labels: Tensor
     names: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None
 
 
 def _train_or_load(folder: Path, data: ImageSet, cfg: BenchConfig, steps: int, seed: int) -> CachedVAE:
+    """Load the VAE cached in ``folder``, or train and cache it (``folder`` and then ``folder.json``, the marker)."""
     from augvae._io import write_json
     from augvae.checkpoint import load_latents, load_model, save_model
 
-    with cache_lock(folder.parent / f".{folder.name}.lock"):
-        if not (folder / "info.json").exists():
+    marker = folder.with_name(folder.name + ".json")
+    with cache_lock(folder.with_name(f".{folder.name}.lock")):
+        if not marker.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a folder without its marker is from an interrupted run
             t0 = time.perf_counter()
             result, tcfg = _vae_train(data, cfg, steps, seed)
             last = result.history[-1]
             info = {"seconds": time.perf_counter() - t0, "epochs": tcfg.epochs, "steps": steps, "images": len(data),
                     "final_loss": last["loss"], "final_recon": last["recon"], "final_kl": last["kl"],
-                    "active_units": result.active_units, "latent_dim": cfg.latent_dim, "train_paths": list(data.paths)}
-            tmp = folder.parent / f".{folder.name}.tmp{os.getpid()}"
+                    "active_units": result.active_units, "latent_dim": cfg.latent_dim, "warnings": result.warnings,
+                    "train_paths": list(data.paths)}
+            tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
             save_model(tmp, result.model, train_config=tcfg,
                        data={"classes": data.classes, "names": [Path(p).stem for p in data.paths], "labels": data.labels.tolist()},
                        latents={"mu": result.mu, "logvar": result.logvar, "labels": data.labels})
-            write_json(tmp / "info.json", info)
             _publish_dir(tmp, folder)
+            write_json(marker, info)
         loaded = load_model(folder)
         lat = load_latents(folder)
-        info = json.loads((folder / "info.json").read_text())
+        info = json.loads(marker.read_text())
     assert lat is not None
-    return CachedVAE(loaded.model, lat["mu"], lat["logvar"], lat["labels"].long(), [Path(p).stem for p in info["train_paths"]], info)
+    return CachedVAE(loaded.model, lat["mu"], lat["logvar"], lat["labels"].long(), [Path(p).stem for p in info["train_paths"]], info,
+                     folder)
 
 
 def _vae_key(cfg: BenchConfig, data_key: str, steps_field: str) -> str:
-    return settings_key(data_key, cfg.image_size, cfg.channels, cfg.latent_dim, cfg.beta, getattr(cfg, steps_field), cfg.vae_batch_size)
+    return settings_key(data_key, cfg.image_size, cfg.channels, cfg.latent_dim, cfg.beta, getattr(cfg, steps_field), cfg.vae_batch_size,
+                        cfg.vae_hidden_dim, cfg.vae_activation, cfg.vae_kl_warmup)
 
 
 def shared_vae(cache: Path, data_key: str, train_set: ImageSet, cfg: BenchConfig, k: int, seed: int) -> CachedVAE:
@@ -323,9 +337,37 @@ def _one_hot(labels: Tensor, k: int) -> Tensor:
     return F.one_hot(labels, k).float()
 
 
+@torch.no_grad()
+def _library_overlays(vae: CachedVAE, train_set: ImageSet, n: int, cfg: BenchConfig, seed: int) -> tuple[Tensor, Tensor]:
+    """``overlay_base="library"``: what a user of :mod:`augvae.policy` gets (as behind ``augvae.torchvision.VAEOverlay``).
+
+    Each real training image in turn (balanced over the classes) gets ``overlay_k - 1`` sources
+    drawn by the label policy and overlaid onto it (``keep_input=True``).
+    """
+    from augvae.policy import OverlayOptions, draw_torch, load_sources, overlay_batch
+
+    if vae.folder is None:
+        raise ConfigError("the library overlays need the VAE's model folder")
+    src = load_sources(vae.folder, classes=train_set.classes)
+    opts = OverlayOptions(policy=cfg.policy, formulation=cfg.formulation, k=max(1, cfg.overlay_k - 1), scale=cfg.overlay_scale)
+    per_class = [(train_set.labels == c).nonzero().flatten() for c in range(len(train_set.classes))]
+    base = torch.cat([idx[torch.arange(m) % len(idx)] for idx, m in zip(per_class, _split_evenly(n, len(per_class))) if m])
+    gen = torch.Generator().manual_seed(seed * 1013)
+    out, labels = [], []
+    for s in range(0, n, 256):
+        b = base[s : s + 256]
+        draws = draw_torch(src, opts, len(b), generator=gen, device="cpu")
+        x, y = overlay_batch(src, train_set.images[b], train_set.labels[b], opts, draws)
+        out.append(x.cpu())
+        labels.append(y.cpu() if y.ndim == 2 else _one_hot(y.cpu(), len(train_set.classes)))
+    return torch.cat(out), torch.cat(labels).float()
+
+
 def _overlays(vae: CachedVAE, train_set: ImageSet, n: int, cfg: BenchConfig, seed: int) -> tuple[Tensor, Tensor]:
     from augvae.overlay import random_overlays
 
+    if cfg.overlay_base == "library":
+        return _library_overlays(vae, train_set, n, cfg, seed)
     classes = train_set.classes
     source_classes = [classes[i] for i in vae.labels.tolist()]
     same = cfg.policy == "same-class"
@@ -346,6 +388,10 @@ def _overlays(vae: CachedVAE, train_set: ImageSet, n: int, cfg: BenchConfig, see
                 continue
             sel = (vae.labels == c).nonzero().flatten()
             gen = torch.Generator().manual_seed(seed * 1009 + c)
+            if cfg.overlay_base == "real":
+                imgs.append(_onto_real(vae, train_set.images, sel, m, cfg, gen))
+                tgts.append(_one_hot(torch.full((m,), c), len(classes)))
+                continue
             x, _ = random_overlays(vae.model, vae.mu[sel], vae.logvar[sel], [vae.names[i] for i in sel.tolist()],
                                    [classes[c]] * len(sel), m, k=cfg.overlay_k, formulation=cfg.formulation,
                                    scale=cfg.overlay_scale, same_class=True, generator=gen)
@@ -353,14 +399,41 @@ def _overlays(vae: CachedVAE, train_set: ImageSet, n: int, cfg: BenchConfig, see
             tgts.append(_one_hot(torch.full((m,), c), len(classes)))
         return torch.cat(imgs), torch.cat(tgts)
     gen = torch.Generator().manual_seed(seed * 1009)
+    if cfg.overlay_base == "real":
+        picks = torch.stack([torch.randperm(len(vae.labels), generator=gen)[: cfg.overlay_k] for _ in range(n)])
+        x = _onto_real(vae, train_set.images, torch.arange(len(vae.labels)), n, cfg, gen, picks)
+        tg = _one_hot(vae.labels[picks], len(classes)).mean(1)
+        return x, tg
     x, records = random_overlays(vae.model, vae.mu, vae.logvar, vae.names, source_classes, n, k=cfg.overlay_k,
                                  formulation=cfg.formulation, scale=cfg.overlay_scale, same_class=False, generator=gen)
-    index = {c: i for i, c in enumerate(classes)}
+    index = {name: i for i, name in enumerate(classes)}
     tg = torch.zeros(n, len(classes))
     for i, r in enumerate(records):
-        for c in r.classes:
-            tg[i, index[c]] += 1.0 / len(r.classes)
+        for name in r.classes:
+            tg[i, index[name]] += 1.0 / len(r.classes)
     return x, tg
+
+
+@torch.no_grad()
+def _onto_real(vae: CachedVAE, images: Tensor, sel: Tensor, m: int, cfg: BenchConfig, gen: torch.Generator,
+               picks: Tensor | None = None) -> Tensor:
+    """``overlay_base="real"``: ``x_i + sum_j (decode(z_j) - decode(z_i))`` for a real image ``x_i``.
+
+    The first of each row's ``overlay_k`` distinct sources (drawn from ``sel``) is the base: its real
+    pixels are kept, and the decoded differences of the other sources from it are added, so the
+    base keeps the fine texture a VAE cannot reproduce. ``picks`` (m, k) overrides the draw.
+    """
+    from augvae.overlay import overlay, sample_around
+
+    if picks is None:
+        picks = torch.stack([sel[torch.randperm(len(sel), generator=gen)[: cfg.overlay_k]] for _ in range(m)])
+    base, others = picks[:, 0], picks[:, 1:]
+    if others.shape[1] == 0:  # overlay_k == 1: nothing to add
+        return images[base].clone()
+    z = sample_around(vae.mu[others], vae.logvar[others], cfg.overlay_scale, gen)
+    out = [overlay(vae.model, z[s : s + 256], "residual", z_background=vae.mu[base[s : s + 256]],
+                   x_background=images[base[s : s + 256]]).cpu() for s in range(0, m, 256)]
+    return torch.cat(out)
 
 
 def _split_evenly(n: int, parts: int) -> list[int]:
@@ -396,7 +469,7 @@ def build_training_set(arm: str, train_set: ImageSet, cfg: BenchConfig, cache: P
     if spec.generated == "overlay":
         vae = shared_vae(cache, data_key, train_set, cfg, k, seed)
         gen_x, gen_t = _overlays(vae, train_set, n_gen, cfg, seed)
-        vinfo = {"vae": {k_: v for k_, v in vae.info.items() if k_ != "train_paths"}}
+        vinfo: dict[str, Any] = {"vae": {k_: v for k_, v in vae.info.items() if k_ != "train_paths"}}
         vae_paths = vae.info["train_paths"]
     else:
         vaes = prior_vaes(cache, data_key, train_set, cfg, k, seed)

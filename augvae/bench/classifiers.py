@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from augvae.errors import ConfigError
 
-__all__ = ["SmallCNN", "CLASSIFIERS", "check_classifier", "create_classifier", "features", "predict"]
+__all__ = ["CLASSIFIERS", "SmallCNN", "check_classifier", "create_classifier", "features", "predict"]
 
 
 class SmallCNN(nn.Module):
@@ -73,7 +74,7 @@ def check_classifier(name: str) -> str:
         >>> check_classifier("resnet-18")
         Traceback (most recent call last):
         ...
-        augvae.errors.ConfigError: unknown classifier 'resnet-18'; use small-cnn or a timm model name such as resnet18, resnet34 (timm.list_models() lists them)
+        augvae.errors.ConfigError: unknown classifier 'resnet-18'; use small-cnn or a timm model name such as resnet18, resnet18d (timm.list_models() lists them)
     """
     if name in CLASSIFIERS:
         return name
@@ -140,7 +141,8 @@ def features(model: nn.Module, x: Tensor) -> Tensor:
     if isinstance(model, SmallCNN):
         return model.forward_features(x)
     if hasattr(model, "forward_head"):  # timm
-        return model.forward_head(model.forward_features(x), pre_logits=True)
+        timm_model: Any = model
+        return timm_model.forward_head(timm_model.forward_features(x), pre_logits=True)
     raise ConfigError(f"cannot take features of a {type(model).__name__}; use small-cnn or a timm model")
 
 
@@ -157,9 +159,10 @@ def predict(model: nn.Module, images: Tensor, batch_size: int = 256, with_featur
             logits.append(model.head(f).cpu())
             feats.append(f.cpu())
         elif with_features:  # timm: one trunk pass, two heads
-            trunk = model.forward_features(x)
-            logits.append(model.forward_head(trunk).cpu())
-            feats.append(model.forward_head(trunk, pre_logits=True).cpu())
+            timm_model: Any = model
+            trunk = timm_model.forward_features(x)
+            logits.append(timm_model.forward_head(trunk).cpu())
+            feats.append(timm_model.forward_head(trunk, pre_logits=True).cpu())
         else:
             logits.append(model(x).cpu())
     return torch.cat(logits), (torch.cat(feats) if with_features else None)

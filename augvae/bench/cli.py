@@ -53,6 +53,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--cell", metavar="SELECTOR", help="run only these cells: an index or range A-B into --list-cells (e.g. a cluster array id), or ids")
     p.add_argument("--list-cells", action="store_true", help="print the grid's cell ids with their index and whether each is done, then exit")
     p.add_argument("--report-only", action="store_true", help="merge the finished cells of OUT_DIR into results.json, report.md and plots")
+    p.add_argument("--report-to", type=Path, metavar="DIR", help="with --report-only: write the report files to DIR instead of OUT_DIR")
     p.add_argument("--cache-dir", type=Path, metavar="DIR", help="where trained VAEs and real-data classifiers are cached (default OUT_DIR/cache)")
     p.add_argument("--no-grids", action="store_true", help="do not save the generated-vs-real image grids (e.g. for data that must not be copied)")
     add_config_arguments(p, BenchConfig, title="benchmark settings (lists: comma-separated)")
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from augvae.bench.runner import grid, load_cells, run_bench
 
     if args.report_only:
-        path = write_report(args.out)
+        path = write_report(args.out, dest=args.report_to, grids=not args.no_grids)
         print(f"report: {path}")
         return 0
     cfg = _config(args)

@@ -19,10 +19,19 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from augvae.config import DEVICES, FORMULATION_CHOICES, RESIZE_POLICIES, _check_types, _h, check_choice, config_to_dict
+from augvae.config import (
+    ACTIVATIONS,
+    DEVICES,
+    FORMULATION_CHOICES,
+    RESIZE_POLICIES,
+    _check_types,
+    _h,
+    check_choice,
+    config_to_dict,
+)
 from augvae.errors import ConfigError
 
-__all__ = ["BenchConfig", "ARMS", "LABEL_POLICIES", "MIX_MODES", "GRID_FIELDS", "RUN_FIELDS"]
+__all__ = ["ARMS", "GRID_FIELDS", "LABEL_POLICIES", "MIX_MODES", "OVERLAY_BASES", "RUN_FIELDS", "BenchConfig"]
 
 #: The arms, in the order tables and plots show them. Every arm trains the same classifier with
 #: the same optimizer, schedule and number of optimizer steps; they differ only in the data.
@@ -36,10 +45,13 @@ LABEL_POLICIES: tuple[str, ...] = ("same-class", "soft")
 #: choice of the two per batch (``both``, as timm's training script does).
 MIX_MODES: tuple[str, ...] = ("mixup", "cutmix", "both")
 
+#: What an overlay is built on (see :attr:`BenchConfig.overlay_base`).
+OVERLAY_BASES: tuple[str, ...] = ("decoded", "real", "library")
+
 #: Fields that say WHICH cells exist (the grid), not what a cell computes.
 GRID_FIELDS: tuple[str, ...] = ("arms", "classifiers", "per_class", "seeds", "first_seed")
 #: Fields that say HOW cells are run (parallelism, hardware): they do not change a cell's meaning.
-RUN_FIELDS: tuple[str, ...] = ("jobs", "device")
+RUN_FIELDS: tuple[str, ...] = ("jobs", "threads", "device")
 
 
 @dataclass(frozen=True)
@@ -68,9 +80,15 @@ class BenchConfig:
     policy: str = _h("label policy of overlays: " + ", ".join(LABEL_POLICIES), default="same-class")
     formulation: str = _h("overlay formulation: " + ", ".join(FORMULATION_CHOICES), default="residual")
     overlay_k: int = _h("sources combined per overlay image", default=2)
+    overlay_base: str = _h("decoded: fresh overlays of the sources (random_overlays); real: a real training image plus the "
+                           "decoded differences of the other sources from it; library: augvae.policy.overlay_batch onto real "
+                           "training images (what the transforms do)", default="decoded")
     overlay_scale: float = _h("sample around each source centre with this many posterior std (0 = centres)", default=0.0)
     latent_dim: int = _h("latent dimension of the VAEs", default=16)
     beta: float = _h("KL weight of the VAEs", default=1.0)
+    vae_hidden_dim: int = _h("width of the VAEs' dense layer (16 in the paper)", default=64)
+    vae_activation: str = _h("hidden activation of the VAEs: relu (the paper's), leaky_relu or elu", default="leaky_relu")
+    vae_kl_warmup: float = _h("share of VAE training over which the KL weight ramps up from 0 (0 = off)", default=0.25)
     vae_steps: int = _h("optimizer steps of the shared VAE of the vae arms (small-set recipe)", default=1500)
     prior_steps: int = _h("optimizer steps of each per-class VAE of the vae-prior arm", default=600)
     vae_batch_size: int = _h("VAE minibatch size (10 in the paper)", default=10)
@@ -80,6 +98,7 @@ class BenchConfig:
     split_seed: int = _h("random split (no --split-file): its seed, the same for every cell", default=0)
     device: str = _h("auto (cuda, then mps, then cpu), cpu, cuda or mps", default="auto")
     jobs: int = _h("cells run in parallel processes", default=1)
+    threads: int = _h("torch threads per process (0 = CPU cores / jobs; 1 is fastest on a busy shared machine)", default=0)
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -98,10 +117,10 @@ class BenchConfig:
         if not self.per_class or any(k < 1 for k in self.per_class):
             raise ConfigError(f"per_class must hold positive image counts, got {self.per_class}; pass e.g. --per-class 5,10,20,40")
         _no_repeats(self.per_class, "per_class")
-        for name in ("seeds", "steps", "batch_size", "overlay_k", "vae_steps", "prior_steps", "vae_batch_size", "jobs"):
+        for name in ("seeds", "steps", "batch_size", "overlay_k", "vae_hidden_dim", "vae_steps", "prior_steps", "vae_batch_size", "jobs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}; pass --{name.replace('_', '-')} 1 or more")
-        for name in ("first_seed", "split_seed"):
+        for name in ("first_seed", "split_seed", "threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 28 <= self.image_size <= 256:
@@ -112,6 +131,8 @@ class BenchConfig:
         check_choice(self.policy, LABEL_POLICIES, "label policy")
         check_choice(self.formulation, FORMULATION_CHOICES, "formulation")
         check_choice(self.mix, MIX_MODES, "mix")
+        check_choice(self.overlay_base, OVERLAY_BASES, "overlay_base")
+        check_choice(self.vae_activation, ACTIVATIONS, "vae_activation")
         check_choice(self.device, DEVICES, "device")
         for name in ("lr", "mix_alpha"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
@@ -121,6 +142,8 @@ class BenchConfig:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if not 1 <= self.latent_dim <= 512:
             raise ConfigError(f"latent_dim must be between 1 and 512, got {self.latent_dim}")
+        if not 0 <= self.vae_kl_warmup <= 1:
+            raise ConfigError(f"vae_kl_warmup must be between 0 and 1 (a share of VAE training), got {self.vae_kl_warmup}")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"test_fraction must be between 0 and 1 (exclusive), got {self.test_fraction}")
         if self.classifier_weights and not self.classifier_weights.endswith(".safetensors"):

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from augvae.errors import InputError
 
-__all__ = ["frechet_distance", "kernel_distance", "nearest_rmse", "generation_quality"]
+__all__ = ["frechet_distance", "generation_quality", "kernel_distance", "nearest_rmse"]
 
 
 def _as_np(x: Tensor | np.ndarray) -> np.ndarray:
@@ -53,7 +53,8 @@ def frechet_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     The trace of the matrix square root is computed exactly without ``scipy.linalg.sqrtm``: with
     centred data ``A`` (n_a x D) and ``B``, ``Tr((S_a S_b)^(1/2))`` is the sum of the singular values
     of ``A B^T`` over ``sqrt((n_a - 1)(n_b - 1))`` (the nonzero eigenvalues of ``S_a S_b`` are those
-    of ``(A B^T)(A B^T)^T / ((n_a - 1)(n_b - 1))``), an n_a x n_b problem instead of D x D.
+    of ``(A B^T)(A B^T)^T / ((n_a - 1)(n_b - 1))``), an n_a x n_b problem instead of D x D; with
+    more images than features it uses the eigenvalues of ``S_a^(1/2) S_b S_a^(1/2)`` instead.
     Needs at least 2 rows in each set; returns NaN otherwise.
     """
     x, y = _as_np(a), _as_np(b)
@@ -64,7 +65,13 @@ def frechet_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     xa, yb = x - x.mean(0), y - y.mean(0)
     na, nb = x.shape[0] - 1, y.shape[0] - 1
     tr_a, tr_b = (xa**2).sum() / na, (yb**2).sum() / nb
-    tr_sqrt = np.linalg.svd(xa @ yb.T, compute_uv=False).sum() / np.sqrt(na * nb)
+    if x.shape[1] <= min(na, nb):  # few features: the D x D route, via S_a^(1/2) S_b S_a^(1/2) (symmetric PSD)
+        w, v = np.linalg.eigh(xa.T @ xa / na)
+        root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+        lam = np.linalg.eigvalsh(root @ (yb.T @ yb / nb) @ root)
+        tr_sqrt = np.sqrt(np.clip(lam, 0, None)).sum()
+    else:
+        tr_sqrt = np.linalg.svd(xa @ yb.T, compute_uv=False).sum() / np.sqrt(na * nb)
     value = float(((x.mean(0) - y.mean(0)) ** 2).sum() + tr_a + tr_b - 2 * tr_sqrt)
     return max(value, 0.0)
 

@@ -31,7 +31,7 @@ from augvae.bench.config import ARMS
 from augvae.bench.stats import CONFIDENCE, holm, paired_comparison, summarize
 from augvae.errors import DataError
 
-__all__ = ["write_report", "summarize_cells", "generated_vs_real_figure", "markdown_table"]
+__all__ = ["generated_vs_real_figure", "markdown_table", "summarize_cells", "write_report"]
 
 REFERENCES = ("original", "classic")
 METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
@@ -61,11 +61,11 @@ def summarize_cells(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
         classes = list(by[(clf, arm, k)][seeds[0]]["metrics"]["per_class_f1"])
         row["per_class_f1"] = {name: float(np.mean([by[(clf, arm, k)][s]["metrics"]["per_class_f1"][name] for s in seeds])) for name in classes}
         summary.append(row)
-    comparisons = []
+    comparisons: list[dict[str, Any]] = []
     for ref in REFERENCES:
         for clf, arm, k in keys:
-            if arm == ref or (clf, ref, k) not in by:
-                continue
+            if arm == ref or (clf, ref, k) not in by or (ref != REFERENCES[0] and arm in REFERENCES):
+                continue  # (classic vs original is not repeated as original vs classic)
             seeds = sorted(set(by[(clf, arm, k)]) & set(by[(clf, ref, k)]))
             if not seeds:
                 continue
@@ -74,7 +74,7 @@ def summarize_cells(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
             comparisons.append({"classifier": clf, "arm": arm, "versus": ref, "k": k, "seeds": seeds, "metric": "accuracy",
                                 **paired_comparison(a, b)})
     for test in ("p_ttest", "p_wilcoxon"):
-        for row, adj in zip(comparisons, holm([c[test] for c in comparisons])):
+        for row, adj in zip(comparisons, holm([float(c[test]) for c in comparisons])):
             row[f"{test}_holm"] = adj
     quality = []
     for clf, arm, k in keys:
@@ -269,31 +269,43 @@ def _slim(cell: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_report(out_dir: str | os.PathLike[str], title: str | None = None) -> Path:
+def write_report(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None, grids: bool = True,
+                 title: str | None = None) -> Path:
     """Merge ``OUT/cells`` into ``results.json``, ``report.md`` and the plots; return the report's path.
+
+    Args:
+        out_dir: The results folder (``cells/``, ``bench.json``, ``grids/``).
+        dest: Where to write the report files (default ``out_dir``), e.g. a folder in a repository.
+        grids: Reference the generated-vs-real image grids (they are not copied to ``dest``); pass
+            False for data whose images must not be published.
+        title: The report's title.
 
     Raises:
         DataError: ``OUT`` holds no finished cells.
     """
     from augvae.bench.runner import BENCH_FILE, load_cells, versions
 
-    out = Path(out_dir)
-    cells = load_cells(out)
+    src = Path(out_dir)
+    out = Path(dest) if dest is not None else src
+    cells = load_cells(src)
     if not cells:
-        raise DataError(f"no finished cells in {out / 'cells'}; run augvae bench DATA_DIR --out {out} first")
-    bench = json.loads((out / BENCH_FILE).read_text()) if (out / BENCH_FILE).exists() else {}
-    fingerprints = sorted({c.get("fingerprint") for c in cells})
+        raise DataError(f"no finished cells in {src / 'cells'}; run augvae bench DATA_DIR --out {src} first")
+    bench = json.loads((src / BENCH_FILE).read_text()) if (src / BENCH_FILE).exists() else {}
+    fingerprints = sorted({str(c.get("fingerprint")) for c in cells})
     if len(fingerprints) > 1:
-        raise DataError(f"{out / 'cells'} mixes cells of {len(fingerprints)} different settings; keep one setting per folder")
+        raise DataError(f"{src / 'cells'} mixes cells of {len(fingerprints)} different settings; keep one setting per folder")
     tables = summarize_cells(cells)
     figures: dict[str, Any] = {}
     figures["accuracy_vs_k.png"] = {"what": "mean test accuracy against k per arm with 95% CI bands",
                                     "data": plot_accuracy_vs_k(tables["summary"], out / "accuracy_vs_k.png")}
     figures["per_class_f1.png"] = {"what": "mean per-class F1 per arm, one panel per (classifier, k)",
                                    "data": plot_per_class_f1(tables["summary"], out / "per_class_f1.png")}
-    grid_files = sorted((out / "grids").glob("*.png")) if (out / "grids").is_dir() else []
+    grid_files = sorted((src / "grids").glob("*.png")) if grids and (src / "grids").is_dir() else []
+    # Links relative to the report (the grids stay where the cells wrote them).
+    grid_files = [Path(os.path.relpath(g, out.resolve()) if out.resolve() != src.resolve() else Path("grids") / g.name) for g in
+                  (p.resolve() for p in grid_files)]
     for g in grid_files:
-        figures[f"grids/{g.name}"] = {"what": "real training images (left) and generated images (right), one row per class"}
+        figures[g.as_posix()] = {"what": "real training images (left) and generated images (right), one row per class"}
     expected = bench.get("cells") or []
     done_ids = {c["id"] for c in cells}
     missing = [cid for cid in expected if cid not in done_ids]
@@ -316,11 +328,11 @@ def write_report(out_dir: str | os.PathLike[str], title: str | None = None) -> P
         "cells": [_slim(c) for c in sorted(cells, key=lambda c: c["id"])],
     }
     write_json(out / "results.json", results)
-    write_text(out / "report.md", _markdown(results, grid_files, out))
+    write_text(out / "report.md", _markdown(results, grid_files))
     return out / "report.md"
 
 
-def _markdown(res: dict[str, Any], grid_files: list[Path], out: Path) -> str:
+def _markdown(res: dict[str, Any], grid_files: list[Path]) -> str:
     cfg = res["config"] or {}
     classifiers = sorted({r["classifier"] for r in res["summary"]})
     lines = [f"# {res['title']}: classifier accuracy with and without generated images", ""]
@@ -329,36 +341,40 @@ def _markdown(res: dict[str, Any], grid_files: list[Path], out: Path) -> str:
     data = res.get("data") or {}
     if data.get("counts"):
         counts = data["counts"]
-        lines += [f"Data: `{data.get('data_dir')}`, split {data.get('split')}; classes: "
-                  + ", ".join(f"{c} ({v['pool']} pool / {v['test']} test)" for c, v in counts.items()) + ".", ""]
+        per_class = ", ".join(f"{c} ({v['pool']} pool / {v['test']} test)" for c, v in counts.items())
+        lines += [f"Data: `{data.get('data_dir')}`, split {data.get('split')}; classes: {per_class}.", ""]
     if not res["complete"]:
         lines += [f"**Incomplete: {len(res['missing_cells'])} cell(s) of the grid have not finished**; the tables use the finished ones.", ""]
-    lines += [
+    setup = (
         f"Every arm trains the same classifier from the same initial weights for {cfg.get('steps')} optimizer steps "
         f"(batch {cfg.get('batch_size')}, AdamW lr {cfg.get('lr')}, cosine decay) at {cfg.get('image_size')} px. "
         f"vae arms add {cfg.get('ratio')} generated image(s) per real one (policy {cfg.get('policy')}, formulation "
-        f"{cfg.get('formulation')}, {cfg.get('overlay_k')} sources, latent {cfg.get('latent_dim')}, VAE {cfg.get('vae_steps')} steps; "
-        f"vae-prior: per-class VAEs, {cfg.get('prior_steps')} steps each).",
-        "",
+        f"{cfg.get('formulation')}, overlay base {cfg.get('overlay_base', 'decoded')}, {cfg.get('overlay_k')} sources, "
+        f"latent {cfg.get('latent_dim')}, VAE {cfg.get('vae_steps')} steps; vae-prior: per-class VAEs, "
+        f"{cfg.get('prior_steps')} steps each)."
+    )
+    stats_note = (
         "Statistics: mean ± half width of the t-based 95% confidence interval over seeds. Differences are paired by seed "
         "(same real images, same initial weights). p (paired t): `scipy.stats.ttest_rel`, two-sided, the primary test; "
         "p (Wilcoxon): signed-rank, exact, two-sided (with 5 seeds it cannot go below 0.0625); Holm: adjusted over every "
-        "comparison in this report; d_z: mean difference / sd of the differences.",
-        "",
-    ]
+        "comparison in this report; d_z: mean difference / sd of the differences."
+    )
+    lines += [setup, "", stats_note, ""]
     for clf in classifiers:
         lines += [f"## {clf}", "", "### Test accuracy", "", accuracy_table(res["summary"], clf), ""]
         for ref in REFERENCES:
             if any(c["classifier"] == clf and c["versus"] == ref for c in res["comparisons"]):
                 lines += [f"### Paired difference in accuracy versus `{ref}`", "", comparison_table(res["comparisons"], clf, ref), ""]
         if any(q["classifier"] == clf for q in res["quality"]):
-            lines += ["### Quality of the generated images", "",
-                      "Measured with the real-data (`original`) classifier of the same k and seed. FD/KID: feature distance of "
-                      "generated images to the real test images of their class, in brackets the same for the real training "
-                      "images (what a perfect generator would score at that size). NN-RMSE: pixel RMSE to the nearest real "
-                      "training image, in brackets the same for real test images (much lower = copies). Label agreement: "
-                      "share of generated images the real-data classifier puts in the class the policy gave them.", "",
-                      quality_table(res["quality"], clf), ""]
+            quality_note = (
+                "Measured with the real-data (`original`) classifier of the same k and seed. FD/KID: feature distance of "
+                "generated images to the real test images of their class, in brackets the same for the real training "
+                "images (what a perfect generator would score at that size). NN-RMSE: pixel RMSE to the nearest real "
+                "training image, in brackets the same for real test images (much lower = copies, or blur: a blurred image "
+                "is close to everything in RMSE). Label agreement: share of generated images the real-data classifier puts "
+                "in the class the policy gave them."
+            )
+            lines += ["### Quality of the generated images", "", quality_note, "", quality_table(res["quality"], clf), ""]
         seconds = [r for r in res["summary"] if r["classifier"] == clf]
         lines += ["Mean training time per cell (s): " + ", ".join(
             f"{a} {np.mean([r['train_seconds'] for r in seconds if r['arm'] == a]):.0f}"
@@ -376,8 +392,8 @@ def _markdown(res: dict[str, Any], grid_files: list[Path], out: Path) -> str:
             files = [g for g in grid_files if g.name.startswith(kind + "-")]
             if files:
                 best = max(files, key=lambda p: (_k(p), -int(p.stem.rsplit("-s", 1)[-1]) if p.stem.rsplit("-s", 1)[-1].isdigit() else 0))
-                lines += [f"![{kind} images next to real ones](grids/{best.name})", ""]
-        lines += ["Every grid: " + ", ".join(f"[{g.name}](grids/{g.name})" for g in grid_files), ""]
+                lines += [f"![{kind} images next to real ones]({best.as_posix()})", ""]
+        lines += ["Every grid: " + ", ".join(f"[{g.name}]({g.as_posix()})" for g in grid_files), ""]
     v = res.get("versions") or {}
     lines += ["Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), ""]
     return "\n".join(lines)

@@ -44,17 +44,17 @@ from augvae.data.images import ImageSet, load_images, scan_folder
 from augvae.errors import AugvaeError, ConfigError, DataError, OutputLockedError
 
 __all__ = [
-    "Cell",
     "BenchData",
+    "Cell",
     "TestLeakError",
-    "grid",
-    "select_cells",
-    "prepare_data",
-    "draw_train",
     "assert_no_test_images",
-    "run_cell",
-    "run_bench",
+    "draw_train",
+    "grid",
     "load_cells",
+    "prepare_data",
+    "run_bench",
+    "run_cell",
+    "select_cells",
     "versions",
 ]
 
@@ -368,7 +368,6 @@ def versions() -> dict[str, str]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             out[pkg] = "not installed"
-    out["torch_threads"] = str(torch.get_num_threads())
     return out
 
 
@@ -456,7 +455,7 @@ def run_cell(bd: BenchData, cell: Cell, cfg: BenchConfig, out: Path, cache: Path
     test_images, test_labels = bd.data.images[bd.test], bd.data.labels[bd.test]
     logits, _ = predict(model, test_images)
     record["metrics"] = classification_metrics(test_labels.tolist(), logits.argmax(1).tolist(), bd.classes)
-    if gen is not None and gen.generated is not None:
+    if gen is not None and gen.generated is not None and gen.generated_targets is not None:
         ref, _ = reference_classifier(bd, cfg, cache, cell.classifier, cell.k, cell.seed, train_set, device, progress)
         record["quality"] = generation_quality(ref, gen.generated, gen.generated_targets, train_set.images, train_set.labels,
                                                test_images, test_labels, bd.classes)
@@ -616,16 +615,21 @@ def run_bench(
                 log.info("[%d/%d] %s: accuracy %.3f (%.0f s; about %.0f min left)", i, len(todo), cid,
                          rec["metrics"]["accuracy"], rec["cell_seconds"], eta / 60)
 
+        threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
         if cfg.jobs == 1 or len(todo) <= 1:
-            for i, cell in enumerate(todo, 1):
-                with _cell_lock(out, cell) as mine:
-                    rec = run_cell(bd, cell, cfg, out, cache, grids=grids) if mine else None
-                _done(i, cell.id, rec)
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                for i, cell in enumerate(todo, 1):
+                    with _cell_lock(out, cell) as mine:
+                        rec = run_cell(bd, cell, cfg, out, cache, grids=grids) if mine else None
+                    _done(i, cell.id, rec)
+            finally:
+                torch.set_num_threads(previous)
         else:
             import concurrent.futures as cf
             import multiprocessing as mp
 
-            threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
             with cf.ProcessPoolExecutor(cfg.jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                         initargs=(str(data_dir), cfg, _opt(split_file), _opt(group_file), str(out), str(cache), threads)) as pool:
                 futures = [pool.submit(_run_in_worker, c) for c in todo]

@@ -33,7 +33,7 @@ import numpy as np
 
 from augvae.errors import InputError
 
-__all__ = ["summarize", "paired_comparison", "holm", "classification_metrics", "CONFIDENCE"]
+__all__ = ["CONFIDENCE", "classification_metrics", "holm", "paired_comparison", "summarize"]
 
 #: Confidence level of every interval.
 CONFIDENCE = 0.95
@@ -79,7 +79,8 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], confidence: float 
         ``n, mean_diff, sd_diff, ci_low, ci_high`` of the differences; ``t, p_ttest`` (paired
         t-test, two-sided); ``w, p_wilcoxon`` (Wilcoxon signed-rank, two-sided; zero differences
         dropped, as scipy's default ``zero_method="wilcox"``; NaN when every difference is 0);
-        ``dz`` (Cohen's d_z = mean / sd of the differences; NaN when sd is 0); ``wins, ties, losses``.
+        ``dz`` (Cohen's d_z = mean / sd of the differences); ``wins, ties, losses``. The t-test and
+        d_z are NaN (undefined) when every difference is equal, e.g. all zero.
     """
     from scipy import stats
 
@@ -99,8 +100,6 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], confidence: float 
         t = stats.ttest_rel(x, y)
         out["t"], out["p_ttest"] = float(t.statistic), float(t.pvalue)
         out["dz"] = s["mean"] / s["sd"]
-    elif n >= 2 and s["mean"] != 0:  # every difference equal and non-zero: infinitely significant
-        out["t"], out["p_ttest"], out["dz"] = math.copysign(math.inf, s["mean"]), 0.0, math.copysign(math.inf, s["mean"])
     if n >= 1 and (d != 0).any():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scipy warns that small samples use the exact distribution

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Attempts to make the overlays help on NEU (after benchmarks/run_neu.sh): the small CNN, the same
+# settings and the same cache (so the VAEs and the real-data classifiers of run_neu.sh are reused),
+# changing one thing at a time. Results: benchmarks/results/neu/followups/<name>/.
+set -euo pipefail
+
+DATA=${DATA:-../shared/datasets/neu_det}
+RUN=${RUN:-/work/neu_runs/main}
+RESULTS=benchmarks/results/neu/followups
+COMMON=(--split-file "$DATA/splits.csv" --per-class 5,10,20,40 --image-size 48 --vae-steps 600 --prior-steps 150
+        --jobs 2 --threads 1 --cache-dir "$RUN/cache" --classifiers small-cnn --seeds 5 --steps 200)
+
+run() {  # name, then the options that differ from run_neu.sh
+    local name=$1; shift
+    augvae bench "$DATA" --out "$RUN/followup-$name" "${COMMON[@]}" "$@"
+    augvae bench --report-only --out "$RUN/followup-$name" --report-to "$RESULTS/$name" --no-grids
+}
+
+# 1. Overlays built on a real training image (its texture kept) plus the decoded difference of a
+#    second same-class source, instead of decoding the whole overlay (which blurs the texture away).
+run real-base --arms original,vae,classic+vae --overlay-base real
+# 2. Fewer generated images: 1 per 4 real ones instead of 1 per real one (the decoded overlays).
+run ratio-0.25 --arms original,vae --ratio 0.25
+# 3. The library's own path (augvae.policy.overlay_batch, as behind augvae.torchvision.VAEOverlay):
+#    each real training image plus the decoded difference of a same-class source from the centroid.
+run library --arms original,vae --overlay-base library

@@ -1,0 +1,461 @@
+"""The benchmark harness: a tiny end-to-end run, its statistics, resumption, leak checks and errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from augvae.bench.config import ARMS, BenchConfig
+from augvae.errors import AugvaeError, ConfigError, DataError
+
+# A bench that finishes in seconds: 32 px, a few steps, 2 seeds, k in {2, 3}.
+TINY = {"per_class": (2, 3), "seeds": 2, "image_size": 32, "steps": 6, "batch_size": 8, "vae_steps": 8, "prior_steps": 4,
+        "latent_dim": 4, "vae_hidden_dim": 16, "test_fraction": 0.4, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def bench_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic class folders: 4 classes x 7 images at 32 px."""
+    from augvae.data.synthetic import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("bench_data"), n_per_class=7, size=32, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(bench_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BenchConfig, dict]:
+    from augvae.bench.runner import run_bench
+
+    out = tmp_path_factory.mktemp("bench_out")
+    cfg = BenchConfig(arms=ARMS, **TINY)
+    result = run_bench(bench_data, out, cfg, progress=False, command=["augvae", "bench", "test"])
+    return out, cfg, result
+
+
+# ------------------------------------------------------------------------------------ end to end
+def test_tiny_bench_writes_every_file(tiny_run: tuple[Path, BenchConfig, dict]) -> None:
+    out, cfg, result = tiny_run
+    n_cells = len(ARMS) * 2 * 2
+    assert len(result["ran"]) == n_cells and not result["skipped"]
+    assert len(list((out / "cells").glob("*.json"))) == n_cells
+    for name in ("results.json", "report.md", "accuracy_vs_k.png", "per_class_f1.png", "bench.json", "split.csv"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert sorted(p.name for p in (out / "grids").glob("*.png")) == [
+        f"{kind}-k{k}-s{s}.png" for kind in ("overlay", "prior") for k in (2, 3) for s in (0, 1)]
+    res = json.loads((out / "results.json").read_text())
+    assert res["complete"] and res["command"] == ["augvae", "bench", "test"]
+    assert {"torch", "timm", "albumentations", "scipy", "augvae"} <= set(res["versions"])
+    assert len(res["cells"]) == n_cells and len(res["summary"]) == len(ARMS) * 2
+    assert {c["versus"] for c in res["comparisons"]} == {"original", "classic"}
+    assert {"accuracy_vs_k.png", "per_class_f1.png"} <= set(res["figures"])
+    cell = json.loads((out / "cells" / "small-cnn__vae__k3__s1.json").read_text())
+    m = cell["metrics"]
+    assert set(m) == {"accuracy", "macro_f1", "balanced_accuracy", "per_class_f1", "confusion"}
+    assert np.asarray(m["confusion"]).shape == (4, 4) and np.asarray(m["confusion"]).sum() == cell["n_test"]
+    assert cell["n_train_real"] == 12 and cell["n_generated"] == 12 and cell["steps"] == cfg.steps
+    q = cell["quality"]["overall"]
+    assert 0.0 <= q["label_agreement"] <= 1.0 and q["nn_rmse"] > 0 and q["n_generated"] == 12
+    assert cell["settings"] == cfg.cell_settings() and cell["train_seconds"] > 0
+    report = (out / "report.md").read_text()
+    assert "Paired difference in accuracy versus `original`" in report and "paired t" in report and "Wilcoxon" in report
+
+
+def test_every_arm_trains_the_same_number_of_steps(tiny_run: tuple[Path, BenchConfig, dict]) -> None:
+    out, cfg, _ = tiny_run
+    for p in (out / "cells").glob("*__k2__s0.json"):
+        cell = json.loads(p.read_text())
+        assert cell["steps"] == cfg.steps
+        assert len(cell["fit"]["loss_curve"]) >= 1
+
+
+def test_second_run_skips_finished_cells(tiny_run: tuple[Path, BenchConfig, dict], bench_data: Path) -> None:
+    from augvae.bench.runner import run_bench
+
+    out, cfg, _ = tiny_run
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    again = run_bench(bench_data, out, cfg, progress=False, report=False)
+    assert again["ran"] == [] and len(again["skipped"]) == len(before)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")} == before
+
+
+def test_rerun_with_other_settings_is_refused(tiny_run: tuple[Path, BenchConfig, dict], bench_data: Path) -> None:
+    from augvae.bench.runner import run_bench
+
+    out, cfg, _ = tiny_run
+    with pytest.raises(ConfigError, match="different settings: steps"):
+        run_bench(bench_data, out, cfg.replace(steps=7), progress=False)
+
+
+def test_interrupted_grid_resumes_only_missing_cells(bench_data: Path, tmp_path: Path) -> None:
+    from augvae.bench.runner import run_bench
+
+    cfg = BenchConfig(arms=("original", "classic"), **{**TINY, "per_class": (2,), "seeds": 1})
+    first = run_bench(bench_data, tmp_path, cfg, cells="0", progress=False)  # as a killed run would leave it
+    assert first["ran"] == ["small-cnn__original__k2__s0"] and first["report"] is None
+    second = run_bench(bench_data, tmp_path, cfg, progress=False)
+    assert second["ran"] == ["small-cnn__classic__k2__s0"] and second["skipped"] == ["small-cnn__original__k2__s0"]
+    assert second["report"] is not None
+
+
+def test_cached_reference_equals_original_cell(tiny_run: tuple[Path, BenchConfig, dict]) -> None:
+    """The original arm's classifier is cached and reused as the quality reference: one model."""
+    out, _, _ = tiny_run
+    refs = list((out / "cache" / "ref").rglob("*.safetensors"))
+    assert len(refs) == 4  # one per (k, seed)
+    cell = json.loads((out / "cells" / "small-cnn__original__k2__s0.json").read_text())
+    assert cell["fit"]["cached"] is False
+
+
+# ------------------------------------------------------------------------------------ statistics
+def test_summary_matches_scipy_on_known_numbers() -> None:
+    from scipy import stats
+
+    from augvae.bench.stats import summarize
+
+    x = [1.0, 2.0, 3.0, 4.0, 5.0]
+    s = summarize(x)
+    assert s["mean"] == 3.0 and s["sd"] == pytest.approx(math.sqrt(2.5))
+    # t(0.975, 4) = 2.7764451, sem = sqrt(2.5 / 5): half width 1.963243
+    assert s["ci_half"] == pytest.approx(1.9632432, abs=1e-6)
+    lo, hi = stats.t.interval(0.95, 4, loc=3.0, scale=stats.sem(x))
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((lo, hi))
+    one = summarize([0.7])
+    assert one["mean"] == 0.7 and math.isnan(one["ci_half"])
+
+
+def test_paired_comparison_matches_scipy_on_known_numbers() -> None:
+    from scipy import stats
+
+    from augvae.bench.stats import paired_comparison
+
+    a = [0.62, 0.71, 0.55, 0.80, 0.68, 0.74]
+    b = [0.60, 0.65, 0.56, 0.72, 0.61, 0.70]
+    d = np.subtract(a, b)  # 0.02 0.06 -0.01 0.08 0.07 0.04
+    r = paired_comparison(a, b)
+    assert r["mean_diff"] == pytest.approx(0.26 / 6)
+    assert r["p_ttest"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert r["t"] == pytest.approx(d.mean() / (d.std(ddof=1) / math.sqrt(6)))
+    assert r["p_wilcoxon"] == pytest.approx(stats.wilcoxon(a, b).pvalue)
+    # Ranks of |d|: 0.01->1 (negative), so W = min(W+, W-) = 1 and the exact two-sided p = 4/64.
+    assert r["w"] == 1.0 and r["p_wilcoxon"] == pytest.approx(4 / 64)
+    assert r["dz"] == pytest.approx(d.mean() / d.std(ddof=1))
+    assert (r["wins"], r["ties"], r["losses"]) == (5, 0, 1)
+    lo, hi = stats.t.interval(0.95, 5, loc=d.mean(), scale=stats.sem(d))
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((lo, hi))
+
+
+def test_paired_comparison_degenerate_cases() -> None:
+    from augvae.bench.stats import paired_comparison
+
+    same = paired_comparison([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
+    assert same["mean_diff"] == 0 and math.isnan(same["p_ttest"]) and math.isnan(same["p_wilcoxon"]) and same["ties"] == 3
+    with pytest.raises(AugvaeError, match="equal length"):
+        paired_comparison([1.0, 2.0], [1.0])
+
+
+def test_holm_on_known_numbers() -> None:
+    from augvae.bench.stats import holm
+
+    # sorted 0.01, 0.02, 0.03, 0.04 -> 4*0.01, 3*0.02, 2*0.03, 1*0.04 -> monotone max: .04 .06 .06 .06
+    assert holm([0.04, 0.01, 0.03, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+
+
+def test_classification_metrics_match_sklearn_on_known_numbers() -> None:
+    from sklearn import metrics
+
+    from augvae.bench.stats import classification_metrics
+
+    y = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    p = [0, 1, 0, 1, 1, 2, 0, 2, 1]
+    m = classification_metrics(y, p, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(6 / 9)
+    # recalls 2/3, 2/2, 2/4: balanced accuracy = mean = 0.7222...
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 + 0.5) / 3)
+    assert m["balanced_accuracy"] == pytest.approx(metrics.balanced_accuracy_score(y, p))
+    # F1: a: P 2/3 R 2/3 -> 2/3; b: P 2/4 R 1 -> 2/3; c: P 1 R 1/2 -> 2/3
+    assert m["per_class_f1"] == pytest.approx({"a": 2 / 3, "b": 2 / 3, "c": 2 / 3})
+    assert m["macro_f1"] == pytest.approx(metrics.f1_score(y, p, average="macro"))
+    assert m["confusion"] == [[2, 1, 0], [0, 2, 0], [1, 1, 2]]
+
+
+def test_frechet_distance_matches_scipy_sqrtm() -> None:
+    from scipy import linalg
+
+    from augvae.bench.quality import frechet_distance
+
+    rng = np.random.default_rng(0)
+    for n1, n2, d in [(40, 60, 8), (200, 150, 5), (10, 12, 32)]:
+        a = rng.normal(size=(n1, d))
+        b = rng.normal(1.0, 2.0, size=(n2, d)) @ rng.normal(size=(d, d))
+        s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+        ref = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * np.real(linalg.sqrtm(s1 @ s2)))
+        assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
+    # two Gaussians with identity covariance whose means differ by 1 in each of 4 dims: FD -> 4
+    big = rng.normal(size=(20000, 4))
+    assert frechet_distance(big[:10000], big[10000:] + 1.0) == pytest.approx(4.0, abs=0.1)
+
+
+def test_kernel_distance_is_unbiased_and_detects_shift() -> None:
+    from augvae.bench.quality import kernel_distance, nearest_rmse
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 6))
+    same, shifted = kernel_distance(x[:200], x[200:]), kernel_distance(x[:200], x[200:] + 1.0)
+    assert abs(same) < 0.1 and shifted > 5.0  # about 0.06 and 10.6
+    imgs = torch.rand(5, 1, 8, 8)
+    assert torch.allclose(nearest_rmse(imgs, imgs), torch.zeros(5))
+
+
+# ------------------------------------------------------------------------------------ leaks
+def _write_split(path: Path, data_dir: Path, test_per_class: int = 2, drop_test_of: str | None = None) -> Path:
+    rows = []
+    for cls_dir in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+        files = sorted(cls_dir.glob("*.png"))
+        for i, f in enumerate(files):
+            split = "test" if i < test_per_class and cls_dir.name != drop_test_of else "pool"
+            rows.append({"path": f"{cls_dir.name}/{f.name}", "class": cls_dir.name, "split": split})
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "class", "split"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_test_rows_are_never_trained_on(bench_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record every image the VAEs and the classifiers train on; none is a test row of the split file."""
+    from augvae import training
+    from augvae.bench import arms, runner
+
+    split = _write_split(tmp_path / "splits.csv", bench_data)
+    with open(split, newline="") as fh:
+        test_paths = {str((bench_data / r["path"]).resolve()) for r in csv.DictReader(fh) if r["split"] == "test"}
+    seen_vae, seen_clf = [], []
+    real_train, real_fit = training.train, arms.fit_classifier
+
+    def spy_train(data, *a, **kw):
+        seen_vae.append(data)
+        return real_train(data, *a, **kw)
+
+    def spy_fit(model, images, targets, *a, **kw):
+        seen_clf.append(images)
+        return real_fit(model, images, targets, *a, **kw)
+
+    monkeypatch.setattr(training, "train", spy_train)
+    monkeypatch.setattr(arms, "fit_classifier", spy_fit)
+    monkeypatch.setattr(runner, "fit_classifier", spy_fit)
+    out = tmp_path / "out"
+    cfg = BenchConfig(arms=("original", "vae", "vae-prior"), **{**TINY, "per_class": (3,), "seeds": 1})
+    runner.run_bench(bench_data, out, cfg, split_file=split, progress=False)
+    bd = runner.prepare_data(bench_data, cfg, split)
+    test_images = bd.data.images[bd.test]
+    assert len(seen_vae) == 1 + 4 and len(seen_clf) == 3  # shared VAE + 4 per-class VAEs; 3 classifiers
+    for data in seen_vae:
+        assert not set(data.paths) & test_paths
+        for img in data.images:  # and not a test image under another name
+            assert not (test_images == img).flatten(1).all(1).any()
+    for images in seen_clf:
+        for img in images[:12]:  # the real part (3 per class x 4); the rest is generated
+            assert not (test_images == img).flatten(1).all(1).any()
+    for p in (out / "cells").glob("*.json"):
+        used = {str((bench_data / t).resolve()) for t in json.loads(p.read_text())["train_paths"]}
+        assert not used & test_paths
+
+
+def test_leak_check_stops_a_leaking_draw(bench_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from augvae.bench import runner
+
+    cfg = BenchConfig(arms=("original",), **{**TINY, "per_class": (2,), "seeds": 1})
+    bd = runner.prepare_data(bench_data, cfg)
+    monkeypatch.setattr(runner, "draw_train", lambda bd, k, seed: np.concatenate([bd.pool[:2], bd.test[:1]]))
+    with pytest.raises(runner.TestLeakError, match="test image"):
+        runner.run_cell(bd, runner.Cell("small-cnn", "original", 2, 0), cfg, tmp_path, tmp_path / "cache")
+    assert not (tmp_path / "cells").exists()
+
+
+def test_group_file_keeps_groups_on_one_side(bench_data: Path, tmp_path: Path) -> None:
+    from augvae.bench.runner import prepare_data
+
+    groups = tmp_path / "groups.csv"
+    with open(groups, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "group"])
+        for cls_dir in sorted(p for p in bench_data.iterdir() if p.is_dir()):
+            for i, f in enumerate(sorted(cls_dir.glob("*.png"))):
+                w.writerow([f"{cls_dir.name}/{f.name}", f"part{i % 3}"])  # 3 parts, each spanning every class
+    cfg = BenchConfig(**{**TINY, "per_class": (1,), "seeds": 1, "test_fraction": 0.34})
+    bd = prepare_data(bench_data, cfg, group_file=groups)
+    part = {r: f"part{int(Path(r).stem.rsplit('_', 1)[1]) % 3}" for r in bd.rel_paths}
+    test_parts = {part[bd.rel_paths[i]] for i in bd.test}
+    pool_parts = {part[bd.rel_paths[i]] for i in bd.pool}
+    assert test_parts and pool_parts and not test_parts & pool_parts
+    split = _write_split(tmp_path / "splits.csv", bench_data)  # first 2 of each class in test: parts 0, 1 straddle
+    with pytest.raises(DataError, match="both pool and test"):
+        prepare_data(bench_data, cfg, split, groups)
+
+
+# ------------------------------------------------------------------------------------ errors
+def test_class_missing_from_test_is_a_clear_error(bench_data: Path, tmp_path: Path) -> None:
+    from augvae.bench.runner import prepare_data
+
+    split = _write_split(tmp_path / "splits.csv", bench_data, drop_test_of="pore")
+    with pytest.raises(DataError, match="pore have no test images"):
+        prepare_data(bench_data, BenchConfig(**{**TINY, "per_class": (2,)}), split)
+
+
+def test_per_class_larger_than_pool_is_a_clear_error(bench_data: Path, tmp_path: Path) -> None:
+    from augvae.bench.runner import prepare_data
+
+    split = _write_split(tmp_path / "splits.csv", bench_data)  # 5 pool images per class
+    with pytest.raises(DataError, match=r"--per-class 6 is larger than the pool .*lower --per-class to at most 5"):
+        prepare_data(bench_data, BenchConfig(**{**TINY, "per_class": (2, 6)}), split)
+
+
+def test_split_file_problems_are_clear_errors(bench_data: Path, tmp_path: Path) -> None:
+    from augvae.bench.runner import prepare_data
+
+    cfg = BenchConfig(**{**TINY, "per_class": (1,)})
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,class,split\ncrack/nope.png,crack,test\n")
+    with pytest.raises(DataError, match="do not exist.*crack/nope.png"):
+        prepare_data(bench_data, cfg, bad)
+    bad.write_text("file,label\na.png,crack\n")
+    with pytest.raises(DataError, match="lacks column"):
+        prepare_data(bench_data, cfg, bad)
+    bad.write_text("path,class,split\ncrack/crack_0.png,crack,train\n")
+    with pytest.raises(DataError, match="must be pool or test"):
+        prepare_data(bench_data, cfg, bad)
+    with pytest.raises(DataError, match="does not exist"):
+        prepare_data(bench_data, cfg, tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"arms": ("original", "gan")}, "unknown arm 'gan'"),
+        ({"classifiers": ("resnet-18",)}, "unknown classifier 'resnet-18'.*resnet18"),
+        ({"per_class": (0, 5)}, "per_class must hold positive"),
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"policy": "random"}, "unknown label policy"),
+        ({"classifier_weights": "w.pth"}, "must be a .safetensors file"),
+        ({"arms": ("original", "original")}, "twice"),
+        ({"ratio": -1.0}, "ratio must be"),
+    ],
+)
+def test_bad_settings_are_clear_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        BenchConfig(**kwargs)
+
+
+def test_cli_errors_are_one_line(bench_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from augvae.cli import main
+
+    assert main(["bench", str(bench_data), "--out", str(tmp_path / "o"), "--arms", "original,gan"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("augvae bench: error: unknown arm 'gan'") and "\n" not in err
+    assert main(["bench", str(bench_data), "--out", str(tmp_path / "o"), "--classifiers", "nosuchnet"]) == 2
+    assert "unknown classifier 'nosuchnet'" in capsys.readouterr().err
+    assert main(["bench", "--report-only", "--out", str(tmp_path / "empty")]) == 2
+    assert "no finished cells" in capsys.readouterr().err
+
+
+def test_cli_lists_cells_and_runs_one_then_reports(bench_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from augvae.cli import main
+
+    out = tmp_path / "o"
+    common = ["bench", str(bench_data), "--out", str(out), "--arms", "original,mixup", "--per-class", "2", "--seeds", "1",
+              "--image-size", "32", "--steps", "4", "--batch-size", "8", "--test-fraction", "0.4", "--threads", "1", "-q"]
+    assert main([*common, "--list-cells"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == ["0\tsmall-cnn__original__k2__s0\ttodo", "1\tsmall-cnn__mixup__k2__s0\ttodo"]
+    assert main([*common, "--cell", "1"]) == 0
+    assert "--report-only" in capsys.readouterr().out
+    assert main(["bench", "--report-only", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert not res["complete"] and res["missing_cells"] == ["small-cnn__original__k2__s0"]
+
+
+def test_parallel_jobs_give_the_same_cells(bench_data: Path, tmp_path: Path) -> None:
+    from augvae.bench.runner import load_cells, run_bench
+
+    cfg = BenchConfig(arms=("original", "classic", "vae"), **{**TINY, "per_class": (2,), "seeds": 1})
+    run_bench(bench_data, tmp_path / "one", cfg, progress=False)
+    run_bench(bench_data, tmp_path / "two", cfg.replace(jobs=2), progress=False)
+    one = {c["id"]: c["metrics"]["accuracy"] for c in load_cells(tmp_path / "one")}
+    two = {c["id"]: c["metrics"]["accuracy"] for c in load_cells(tmp_path / "two")}
+    assert one == two and len(one) == 3
+
+
+def test_classifiers_build_and_refuse_pickles(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from augvae.bench.classifiers import create_classifier, features
+
+    m = create_classifier("small-cnn", 3, 1)
+    assert features(m, torch.rand(2, 1, 32, 32)).shape == (2, 128)
+    r = create_classifier("resnet18", 3, 1)
+    assert r(torch.rand(2, 1, 32, 32)).shape == (2, 3)
+    w = tmp_path / "w.safetensors"
+    save_file(m.state_dict(), str(w))
+    again = create_classifier("small-cnn", 3, 1, w)
+    assert torch.equal(again.head.weight, m.head.weight)
+    import timm
+
+    imagenet_like = timm.create_model("resnet18", num_classes=1000, in_chans=3)  # stands in for a local pretrained file
+    save_file(imagenet_like.state_dict(), str(tmp_path / "r18.safetensors"))
+    adapted = create_classifier("resnet18", 3, 1, tmp_path / "r18.safetensors")  # via pretrained_cfg_overlay=dict(file=...)
+    assert torch.allclose(adapted.conv1.weight, imagenet_like.conv1.weight.sum(1, keepdim=True))
+    assert adapted.fc.weight.shape == (3, 512)
+    with pytest.raises(ConfigError, match="safetensors"):
+        create_classifier("small-cnn", 3, 1, tmp_path / "w.pth")
+    with pytest.raises(ConfigError, match="do not fit"):
+        create_classifier("small-cnn", 5, 1, w)
+
+
+def test_quick_comparison_returns_a_table(tmp_path: Path) -> None:
+    from augvae.bench.quick import quick_comparison
+
+    table = quick_comparison(tmp_path, seeds=1, progress=False, quick=True)
+    assert table.startswith("| arm") and "original" in table and "classic" in table and "vae" in table
+    assert (tmp_path / "report.md").is_file()
+
+
+@pytest.mark.parametrize("policy", ["same-class", "soft"])
+def test_overlays_onto_real_images(bench_data: Path, tmp_path: Path, policy: str) -> None:
+    """overlay_base=real: a real training image plus decoded differences; k=1 gives the base itself."""
+    from augvae.bench.arms import build_training_set
+    from augvae.bench.runner import draw_train, prepare_data
+
+    cfg = BenchConfig(arms=("vae",), **{**TINY, "per_class": (3,), "seeds": 1}, overlay_base="real", policy=policy, ratio=2.0)
+    bd = prepare_data(bench_data, cfg)
+    train_set = bd.data.subset(draw_train(bd, 3, 0))
+    ts = build_training_set("vae", train_set, cfg, tmp_path, bd.data_key, 3, 0)
+    assert ts.generated is not None and ts.generated_targets is not None
+    assert ts.generated.shape == (24, 1, 32, 32) and 0 <= float(ts.generated.min()) and float(ts.generated.max()) <= 1
+    assert torch.allclose(ts.generated_targets.sum(1), torch.ones(24))
+    if policy == "same-class":
+        assert ts.generated_targets.sum(0).tolist() == [6.0] * 4  # balanced, one-hot
+    one = build_training_set("vae", train_set, cfg.replace(overlay_k=1), tmp_path, bd.data_key, 3, 0)
+    assert one.generated is not None
+    for img in one.generated:  # each is a real training image, untouched
+        assert (train_set.images == img).flatten(1).all(1).any()
+
+
+def test_library_overlays_use_the_policy_module(bench_data: Path, tmp_path: Path) -> None:
+    """overlay_base=library: augvae.policy.overlay_batch onto real training images, labels from the policy."""
+    from augvae.bench.arms import build_training_set
+    from augvae.bench.runner import draw_train, prepare_data
+
+    cfg = BenchConfig(arms=("vae",), **{**TINY, "per_class": (3,), "seeds": 1}, overlay_base="library")
+    bd = prepare_data(bench_data, cfg)
+    train_set = bd.data.subset(draw_train(bd, 3, 0))
+    ts = build_training_set("vae", train_set, cfg, tmp_path, bd.data_key, 3, 0)
+    assert ts.generated is not None and ts.generated_targets is not None
+    assert ts.generated.shape == (12, 1, 32, 32) and 0 <= float(ts.generated.min()) and float(ts.generated.max()) <= 1
+    assert ts.generated_targets.sum(0).tolist() == [3.0] * 4  # same-class: each input keeps its (one-hot) label
+    soft = build_training_set("vae", train_set, cfg.replace(policy="soft"), tmp_path, bd.data_key, 3, 0)
+    assert soft.generated_targets is not None and torch.allclose(soft.generated_targets.sum(1), torch.ones(12))
