@@ -68,6 +68,19 @@ def check_images(x: Any, channels: int, image_size: int, what: str = "input") ->
     return x
 
 
+def _channels_last(x: Tensor) -> Tensor:
+    """The same values in channels-last layout (NHWC strides), the layout oneDNN's fast CPU kernels use.
+
+    A one-channel tensor is already laid out as NHWC in memory, but ``contiguous(channels_last)``
+    keeps its NCHW strides, which sends the convolution down the slower NCHW path: give it the NHWC
+    strides explicitly (a view, no copy).
+    """
+    if x.shape[1] == 1:
+        x = x.contiguous()
+        return x.as_strided(x.shape, (x.shape[2] * x.shape[3], 1, x.shape[3], 1))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class ConvVAE(nn.Module):
     """A convolutional VAE: ``encode(x) -> (mu, logvar)``, ``decode(z) -> x``.
 
@@ -87,6 +100,16 @@ class ConvVAE(nn.Module):
         (torch.Size([2, 1, 64, 64]), torch.Size([2, 8]))
     """
 
+    #: On CPU, run the convolutions on channels-last activations (the weights and the outputs keep
+    #: their usual layout): the same results up to float rounding, about 1.3-2x faster training and
+    #: decoding on CPU (``benchmarks/perf.py``). Set False on an instance for the plain NCHW path.
+    cpu_channels_last: bool = True
+    #: Without gradients on CPU, encode and decode large batches in slices whose largest feature
+    #: map fits in this many bytes: cache-sized slices decode the 64 px model 1.7x faster than one
+    #: 64-row pass, and bound the memory. Rows are independent, so the result is the same up to
+    #: float rounding; 0 turns it off.
+    cpu_slice_bytes: int = 8 << 20
+
     def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
         if config is None:
@@ -98,7 +121,11 @@ class ConvVAE(nn.Module):
         sizes = config.stage_sizes()
         self._last = (widths[-1], sizes[-1], sizes[-1])
 
-        act = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "elu": nn.ELU}[config.activation]
+        # ReLU and leaky ReLU run in place: every one follows a conv or dense layer whose backward
+        # does not need its output, and their backward gives bitwise the same gradients from the
+        # result as from the input (about 10% faster training on CPU). ELU's would not, so it copies.
+        act = {"relu": lambda: nn.ReLU(inplace=True), "leaky_relu": lambda: nn.LeakyReLU(0.2, inplace=True),
+               "elu": nn.ELU}[config.activation]
         enc: list[nn.Module] = []
         in_ch = config.channels
         for w in widths:
@@ -120,6 +147,9 @@ class ConvVAE(nn.Module):
             in_ch = widths[i]
         dec.append(nn.ConvTranspose2d(in_ch, config.channels, 3, stride=1, padding=1))
         self.decoder = nn.Sequential(*dec)
+        # The largest encoder and decoder feature maps of one image, in elements (for slicing big batches).
+        self._encode_elems = max(w * sizes[i + 1] ** 2 for i, w in enumerate(widths))
+        self._decode_elems = max(w * sizes[i] ** 2 for i, w in enumerate(widths))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -136,15 +166,38 @@ class ConvVAE(nn.Module):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior mean and log-variance of images ``x`` (B, C, S, S) in [0, 1]: two (B, D) tensors."""
-        h = self.encoder(x)
+        h = self._hidden(x)
         return self.fc_mu(h), self.fc_logvar(h)
+
+    def _hidden(self, x: Tensor) -> Tensor:
+        """The encoder's dense-layer activations ``(B, hidden_dim)``, the input of the two heads."""
+        rows = self._slice_rows(self._encode_elems, x)
+        if rows:
+            return torch.cat([self.encoder(self._layout(part)) for part in x.split(rows)])
+        return self.encoder(self._layout(x))
+
+    def _layout(self, x: Tensor) -> Tensor:
+        return _channels_last(x) if self.cpu_channels_last and x.device.type == "cpu" else x
+
+    def _slice_rows(self, elems: int, batch: Tensor) -> int:
+        """Rows per slice for ``batch`` (without gradients, on CPU, larger than a slice), else 0: one pass."""
+        rows = max(1, self.cpu_slice_bytes // (4 * elems)) if self.cpu_slice_bytes > 0 else 0
+        if 0 < rows < batch.shape[0] and batch.device.type == "cpu" and not torch.is_grad_enabled():
+            return rows
+        return 0
 
     def decode_logits(self, z: Tensor) -> Tensor:
         """Decoder output before the sigmoid, (B, C, S, S)."""
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
             raise InputError(f"latent vectors must have shape (B, {self.config.latent_dim}), got {tuple(z.shape)}")
+        rows = self._slice_rows(self._decode_elems, z)
+        if rows:
+            return torch.cat([self._decode_logits(part) for part in z.split(rows)])
+        return self._decode_logits(z)
+
+    def _decode_logits(self, z: Tensor) -> Tensor:
         h = self.dec_act(self.fc_dec(z)).view(z.shape[0], *self._last)
-        return self.decoder(h)
+        return self.decoder(self._layout(h)).contiguous()
 
     def decode(self, z: Tensor) -> Tensor:
         """Images in [0, 1], (B, C, S, S), from latent vectors ``z`` (B, D)."""

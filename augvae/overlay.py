@@ -127,9 +127,13 @@ def overlay(
     b, k, d = z.shape
     zb = _background(z_background, z)
     w = _weights(k, weights, z)
-    # One decoder pass for the sources and the backgrounds together: (B*k + B, D).
-    dec = model.decode(torch.cat([z.reshape(b * k, d), zb]))
+    # One background latent for every row (the usual case) is decoded once, not B times.
+    shared = z_background is not None and (z_background.ndim == 1 or z_background.shape[0] == 1)
+    # One decoder pass for the sources and the background(s) together: (B*k + 1 or B*k + B, D).
+    dec = model.decode(torch.cat([z.reshape(b * k, d), zb[:1] if shared else zb]))
     x_src, x_bg_dec = dec[: b * k].view(b, k, *dec.shape[1:]), dec[b * k :]
+    if shared:
+        x_bg_dec = x_bg_dec.expand(b, *dec.shape[1:])
     base = x_bg_dec if x_background is None else x_background.to(dec)
     residual = (w.view(1, k, 1, 1, 1) * (x_src - x_bg_dec[:, None])).sum(1)
     if center_residual:

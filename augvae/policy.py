@@ -638,8 +638,18 @@ def render(src: VAESources, images: Tensor, plan: Plan, opts: OverlayOptions, dr
         z = z + opts.scale * torch.exp(0.5 * src.logvar[idx]) * draws.noise.to(z.dtype)
     w = plan.weight
     if opts.formulation == "residual":
-        dec = model.decode(z.reshape(b * s, -1)).view(b, s, src.channels, src.image_size, src.image_size)
-        residual = (w[:, :, None, None, None] * (dec - src.x_ref[None])).sum(1)  # (B, C, S, S)
+        if opts.policy != "onto-background":  # the extra defect-free slot is only ever filled by onto-background
+            z, w, s = z[:, : opts.k], w[:, : opts.k], opts.k
+        if images.device.type == "cpu":
+            # On CPU a data-dependent selection costs no device round trip: decode only the (image, slot)
+            # pairs that carry weight in an overlaid image; the others add exactly zero.
+            row, slot = ((w != 0) & plan.valid[:, None]).nonzero(as_tuple=True)
+            dec = model.decode(z[row, slot])
+            residual = torch.zeros(b, src.channels, src.image_size, src.image_size, dtype=dec.dtype, device=dec.device)
+            residual.index_add_(0, row, w[row, slot][:, None, None, None] * (dec - src.x_ref))
+        else:
+            dec = model.decode(z.reshape(b * s, -1)).view(b, s, src.channels, src.image_size, src.image_size)
+            residual = (w[:, :, None, None, None] * (dec - src.x_ref[None])).sum(1)  # (B, C, S, S)
         if src.center_residual:  # no defect-free reference: keep the structure, drop the brightness shift
             residual = residual - residual.mean((-2, -1), keepdim=True)
         if opts.keep_input:

@@ -40,7 +40,7 @@ from augvae.data.images import ImageSet
 from augvae.errors import ConfigError, DataError
 from augvae.model import ConvVAE, check_images
 
-__all__ = ["train", "TrainResult", "OverlayBatchSampler", "resolve_device", "active_units"]
+__all__ = ["train", "TrainResult", "OverlayBatchSampler", "resolve_device", "active_units", "epoch_lr"]
 
 log = logging.getLogger("augvae")
 
@@ -78,10 +78,10 @@ class OverlayBatchSampler:
     in rotation, so over an epoch each source is seen ``copies`` times (up to rounding).
 
     Example:
-        >>> s = OverlayBatchSampler(n_sources=3, copies=4, batch_size=5, generator=torch.Generator().manual_seed(0))
+        >>> s = OverlayBatchSampler(n_sources=3, copies=5, batch_size=5, generator=torch.Generator().manual_seed(0))
         >>> batches = list(s)
         >>> all(set(b) == {0, 1, 2} for b in batches), sum(len(b) for b in batches)
-        (True, 12)
+        (True, 15)
     """
 
     def __init__(self, n_sources: int, copies: int, batch_size: int, generator: torch.Generator) -> None:
@@ -125,6 +125,20 @@ class TrainResult:
 def active_units(kl_per_dim: Tensor, threshold: float = ACTIVE_KL_NATS) -> int:
     """Count latent dimensions whose mean KL is above ``threshold`` nats (the rest collapsed)."""
     return int((kl_per_dim > threshold).sum())
+
+
+def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (1-based): ``cfg.lr`` throughout, or a half cosine from ``cfg.lr`` to ``cfg.lr / 20``.
+
+    Example:
+        >>> cfg = recipe_config("overlay", epochs=3, lr_schedule="cosine")
+        >>> [round(epoch_lr(cfg, e), 6) for e in (1, 2, 3)]
+        [0.002, 0.00105, 0.0001]
+    """
+    if cfg.lr_schedule == "constant" or cfg.epochs == 1:
+        return cfg.lr
+    floor = cfg.lr / 20
+    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / (cfg.epochs - 1)))
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -244,6 +258,8 @@ def train(
                    initial=start_epoch - 1, total=train_config.epochs)
         for epoch in bar:
             gen = _epoch_generator(train_config.seed, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = epoch_lr(train_config, epoch)
             # KL warm-up: beta ramps linearly from 0 over the first kl_warmup_epochs epochs.
             ramp = min(1.0, epoch / train_config.kl_warmup_epochs) if train_config.kl_warmup_epochs else 1.0
             beta = model_config.beta * ramp
@@ -290,6 +306,9 @@ def train(
         with torch.no_grad():
             _check_collapse(result, model_config, mu, logvar, hidden)
         if root is not None and history and history[-1]["epoch"] == train_config.epochs:
+            # Written again here because a run killed between the last checkpoint and its weights file
+            # resumes without training an epoch: the folder must still end with the final weights.
+            save_tensors(root / WEIGHTS_FILE, model.state_dict())
             save_tensors(root / LATENTS_FILE, {"mu": mu, "logvar": logvar, "labels": labels})
             _plot_history(root / "loss.png", history)
         return result
@@ -304,7 +323,7 @@ def _encode_all(model: ConvVAE, images: Tensor, device: torch.device, batch_size
     activations of the first batch for the dead-unit check: one encoder pass instead of two."""
     mus, logvars, first = [], [], None
     for start in range(0, images.shape[0], batch_size):
-        hidden = model.encoder(model._layout(images[start : start + batch_size].to(device)))  # as ConvVAE.encode
+        hidden = model._hidden(images[start : start + batch_size].to(device))  # as ConvVAE.encode
         first = hidden if first is None else first
         mus.append(model.fc_mu(hidden).cpu())
         logvars.append(model.fc_logvar(hidden).cpu())

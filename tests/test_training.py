@@ -111,7 +111,8 @@ def test_collapse_is_detected_and_warned() -> None:
     x = torch.full((4, 1, 28, 28), 0.5)
     res = train(x, ModelConfig(image_size=28, latent_dim=3), recipe_config("small-set", epochs=3, batch_size=2), progress=False)
     assert res.active_units == 0
-    assert res.warnings and "posterior collapse" in res.warnings[0] and "--beta" in res.warnings[0]
+    collapse = [w for w in res.warnings if "posterior collapse" in w]
+    assert collapse and "--beta" in collapse[0] and "--activation leaky_relu" in collapse[0]
 
 
 def test_two_runs_on_one_folder_get_a_clear_error(tmp_path: Path) -> None:
