@@ -13,6 +13,15 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 NEU = SHARED / "datasets" / "neu_det"
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> object:
+    """Per-image overlays are tiny: one thread avoids OpenMP contention on a loaded 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def synthetic_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic class-folder dataset (4 classes x 6 images, 32 px)."""

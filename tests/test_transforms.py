@@ -29,13 +29,7 @@ CLASSES = ("crack", "pore", "scratch", "clean")
 CRACK, PORE, SCRATCH, CLEAN = range(4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> object:
-    """Per-image overlays are tiny: one thread avoids OpenMP contention on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
