@@ -16,7 +16,7 @@ def test_shapes_for_sizes_channels_latents(size: int, channels: int, latent: int
     assert mu.shape == logvar.shape == (2, latent)
     out = model(x)
     assert out.recon.shape == x.shape
-    assert float(out.recon.min()) >= 0.0 and float(out.recon.max()) <= 1.0
+    assert float(out.recon.detach().min()) >= 0.0 and float(out.recon.detach().max()) <= 1.0
     assert model.decode(torch.zeros(3, latent)).shape == (3, channels, size, size)
 
 
