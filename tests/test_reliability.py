@@ -158,7 +158,7 @@ def _train_cmd(data: Path, out: Path, epochs: int) -> list[str]:
             "--batch-size", "4", "--seed", "5", "--quiet"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path: Path, synthetic_folder: Path, sig: int) -> None:
     epochs = 12
     cut = tmp_path / "cut"
