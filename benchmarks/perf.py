@@ -250,14 +250,14 @@ def import_pythae() -> str | None:
     """Put ``.bench_deps`` on the path and import pythae; the reason if it cannot be imported."""
     if BENCH_DEPS.is_dir() and str(BENCH_DEPS) not in sys.path:
         sys.path.append(str(BENCH_DEPS))  # after site-packages: never shadows the main environment
+    import importlib
+
     try:
-        import pythae  # noqa: F401
-        from pythae.pipelines import TrainingPipeline  # noqa: F401
+        for module in ("pythae", "pythae.pipelines", "pythae.trainers", "pythae.models"):
+            importlib.import_module(module)
     except Exception as err:  # noqa: BLE001 - any import failure skips the comparison, with its reason
         return f"pythae cannot be imported ({type(err).__name__}: {err}); pip install --no-deps --target .bench_deps pythae==0.1.2 imageio"
-    import pythae.trainers  # noqa: F401 - its loggers exist once imported
-
-    for name in list(logging.root.manager.loggerDict):
+    for name in list(logging.root.manager.loggerDict):  # its loggers exist once imported
         if name.startswith("pythae"):
             logging.getLogger(name).setLevel(logging.ERROR)
     return None
@@ -434,13 +434,13 @@ def item_generation(mode: dict[str, Any]) -> dict[str, Any]:
                 one = max(timed(aug), timed(bare), 1e-6)
                 calls = max(1, round(mode["gen_seconds"] / one))
 
-                def rate(fn: Callable[[], Any], calls: int = calls) -> float:
+                def rate(fn: Callable[[], Any], calls: int = calls, batch: int = batch) -> float:
                     return batch * calls / timed(lambda: [fn() for _ in range(calls)])
 
                 res = interleaved({"augvae": lambda: rate(aug), "bare_decoder": lambda: rate(bare)}, mode["gen_reps"])  # noqa: B023
             med = {kk: median(v) for kk, v in res.items()}
             rows.append({
-                "formulation": form, "batch": batch, "k": k if form == DEFAULT_FORMULATION else k,
+                "formulation": form, "batch": batch, "k": k,
                 "bare_decoder_latents": int(flat.shape[0] if form == DEFAULT_FORMULATION else batch),
                 "overlays_per_s": {kk: rnd(v, 1) for kk, v in med.items()},
                 "generation_vs_bare_decoder_ratio": rnd(med["augvae"] / med["bare_decoder"]),
@@ -818,10 +818,10 @@ def markdown(result: dict[str, Any]) -> str:
         th = it["training"].get("threads", {})
         key = next((k for k in th if k.startswith("threads_")), None)
         if key:
-            lines += ["", f"Threads (augvae, 64 px, batch 10, img/s): {th['images_per_s']}; `{key}` = {th[key]} "
-                          f"(load average {th['load_average'][0]})."]
+            lines += ["", (f"Threads (augvae, 64 px, batch 10, img/s): {th['images_per_s']}; `{key}` = {th[key]} "
+                           f"(load average {th['load_average'][0]}).")]
     if "generation" in it:
-        lines += ["", f"| formulation | batch | latents decoded by the bare decoder | augvae overlays/s | bare decoder overlays/s | augvae / bare |",
+        lines += ["", "| formulation | batch | latents decoded by the bare decoder | augvae overlays/s | bare decoder overlays/s | augvae / bare |",
                   "|---|---:|---:|---:|---:|---:|"]
         for r in it["generation"]["rows"]:
             o = r["overlays_per_s"]
@@ -844,9 +844,9 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| classifier {k} | {v} | | |")
     if "limit" in it:
         lim = it["limit"]
-        lines += ["", f"Training FLOPs per image at 64 px: {lim['train_flops_per_image'] / 1e6:.1f} M (decode: "
-                      f"{lim['decode_flops_per_image'] / 1e6:.1f} M); matmul peak {lim['matmul_fp32_peak_gflops']} GFLOP/s fp32 "
-                      f"({lim['matmul_bf16_peak_gflops']} bf16), n = {lim['matmul_n']}.", "",
+        lines += ["", (f"Training FLOPs per image at 64 px: {lim['train_flops_per_image'] / 1e6:.1f} M (decode: "
+                       f"{lim['decode_flops_per_image'] / 1e6:.1f} M); matmul peak {lim['matmul_fp32_peak_gflops']} GFLOP/s fp32 "
+                       f"({lim['matmul_bf16_peak_gflops']} bf16), n = {lim['matmul_n']}."), "",
                   "| batch | img/s | GFLOP/s | fraction of the fp32 matmul peak |", "|---:|---:|---:|---:|"]
         for r in lim["rows"]:
             lines.append(f"| {r['batch_size']} | {r['images_per_s']} | {r['achieved_gflops']} | {r['fraction_of_matmul_peak']} |")
