@@ -19,7 +19,7 @@ __all__ = ["QUICK_CONFIG", "quick_comparison"]
 #: The settings of the quick comparison (seeds are set by the caller).
 QUICK_CONFIG = BenchConfig(arms=("original", "classic", "vae"), classifiers=("small-cnn",), per_class=(10,), seeds=3,
                            image_size=32, steps=150, batch_size=32, vae_steps=400, latent_dim=8, vae_hidden_dim=32,
-                           test_fraction=0.5)
+                           test_fraction=0.5, threads=1)  # one thread: tiny models gain nothing from more, and lose a lot on a busy machine
 _IMAGES_PER_CLASS = 40
 
 # Seconds-sized settings for smoke tests (``quick=True``).
