@@ -26,7 +26,11 @@ log = logging.getLogger("augvae")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows defaults, except where the help text already states its own (the config options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        return text if "(default:" in text else super()._get_help_string(action)
 
 
 def _flag(name: str) -> str:

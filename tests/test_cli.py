@@ -97,3 +97,10 @@ def test_demo_quick_runs_and_writes_everything(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert {r["formulation"] for r in summary["formulations"]} == {"sum", "mean", "offset", "residual"}
     assert (out / "figures" / "index.html").is_file() and (out / "overlays" / "manifest.csv").is_file()
+
+
+def test_help_states_each_default_once() -> None:
+    proc = subprocess.run([sys.executable, "-m", "augvae", "train", "--help"], capture_output=True, text=True, check=True)
+    text = " ".join(proc.stdout.split())
+    assert "(default: None)" not in text
+    assert "(default: 2)" in text  # latent_dim, from ModelConfig

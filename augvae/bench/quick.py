@@ -1,7 +1,7 @@
 """A quick version of the benchmark on augvae's synthetic defects, for ``augvae demo``.
 
 Original versus classic augmentation versus VAE overlays, the small CNN, k = 10 real images per
-class, a few seeds, 32 px: about two minutes on 2 CPU cores. It is a smoke-sized illustration of
+class, a few seeds, 32 px: one to two minutes on 2 CPU cores. It is a smoke-sized illustration of
 the protocol, not evidence: see ``benchmarks/results/`` for the real-data runs.
 """
 
