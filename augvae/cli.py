@@ -26,11 +26,13 @@ log = logging.getLogger("augvae")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults, except where the help text already states its own (the config options)."""
+    """Shows defaults, except where the help text states its own (config options) or there is none."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        return text if "(default:" in text else super()._get_help_string(action)
+        if "(default:" in text or action.default is None or action.required:
+            return text
+        return super()._get_help_string(action)
 
 
 def _flag(name: str) -> str:
