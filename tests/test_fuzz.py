@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from augvae.errors import AugvaeError, ImageReadError, InputError
@@ -121,8 +121,15 @@ def test_image_loader_over_random_bytes(tmp_path: Path, data: bytes, suffix: str
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**16), cut=st.floats(0.05, 0.95))
+@example(seed=229, cut=0.5)  # a flipped JPEG frame-header byte: 24 rows became 231 (CI, 2026-11-24)
 def test_image_loader_over_damaged_real_files(tmp_path: Path, seed: int, cut: float) -> None:
-    """Truncated or bit-flipped PNG/JPEG files: a correct image or ImageReadError, nothing else."""
+    """Truncated or bit-flipped PNG/JPEG files: a correct image or ImageReadError, nothing else.
+
+    One exception is inherent to the format: JPEG has no checksum, so a bit flip can turn a file into a
+    different, well-formed JPEG (a flip in the frame header once changed 24 rows into 231, and libjpeg
+    pads the missing rows without an error). For bit-flipped JPEGs the property is the weaker one of
+    :func:`test_image_loader_over_random_bytes`: an ImageReadError or a finite image in [0, 1].
+    """
     from PIL import Image
 
     from augvae.data.images import read_image
@@ -143,4 +150,8 @@ def test_image_loader_over_damaged_real_files(tmp_path: Path, seed: int, cut: fl
         arr = read_image(path)
     except ImageReadError:
         return
-    assert arr.shape == (24, 24, 1) and np.isfinite(arr).all()
+    assert arr.dtype == np.float32 and np.isfinite(arr).all() and 0 <= arr.min() and arr.max() <= 1
+    if fmt == "PNG" or seed % 3 == 0:  # PNG chunks carry CRCs; truncation is always detected
+        assert arr.shape == (24, 24, 1)
+    else:
+        assert arr.ndim == 3 and arr.shape[2] == 1

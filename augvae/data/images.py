@@ -16,6 +16,11 @@ Conventions:
   look like bright steel; black is also what zero padding looks like to a network.
 * EXIF orientation tags are ignored (pixels are read as stored), like torchvision's ``ImageFolder``.
 
+Limits of detection: PNG chunks carry CRCs and every truncated file is refused, but JPEG has no
+checksum, so a file with flipped bits can still be a well-formed JPEG of different content (even of a
+different height: libjpeg pads missing rows without an error). Such a file is read as what it now
+says it is; only a checksum kept beside the data (for example a manifest of hashes) can catch it.
+
 Example:
     >>> import tempfile, pathlib, numpy as np
     >>> from PIL import Image
