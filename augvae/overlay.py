@@ -64,18 +64,35 @@ def _weights(k: int, weights: Tensor | list[float] | None, like: Tensor) -> Tens
 def combine_latents(z: Tensor, formulation: str = "sum", z_background: Tensor | None = None, weights: Any = None) -> Tensor:
     """Combine source latents ``z`` (B, k, D) into one latent per row (B, D) (``sum``/``mean``/``offset``).
 
+    Args:
+        z: (B, k, D) source latents.
+        formulation: ``sum`` (the paper's: ``sum_i w_i z_i``), ``mean`` (``sum_i w_i z_i / sum_i w_i``) or
+            ``offset`` (``z_bg + sum_i w_i (z_i - z_bg)``).
+        z_background: (D,) or (B, D) defect-free latent; needed by ``offset``.
+        weights: k weights shared by every row, or (B, k) weights per row (default all 1).
+
     Example:
         >>> combine_latents(torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])).tolist()
         [[1.0, 2.0]]
+        >>> combine_latents(torch.tensor([[[1.0, 0.0], [0.0, 2.0]]]), "mean", weights=[[1.0, 3.0]]).tolist()
+        [[0.25, 1.5]]
     """
     check_choice(formulation, ("sum", "mean", "offset"), "latent formulation")
     if z.ndim != 3:
         raise InputError(f"source latents must have shape (B, k, D), got {tuple(z.shape)}")
-    w = _weights(z.shape[1], weights, z)[None, :, None]  # (1, k, 1)
+    b, k, _ = z.shape
+    if weights is not None and torch.as_tensor(weights).ndim == 2:
+        w = torch.as_tensor(weights, dtype=z.dtype, device=z.device)
+        if w.shape != (b, k) or not bool(torch.isfinite(w).all()):
+            raise ConfigError(f"per-row weights must be ({b}, {k}) finite numbers, got {list(w.shape)}")
+    else:
+        w = _weights(k, weights, z)[None].expand(b, k)
+    w = w[..., None]  # (B, k, 1)
     if formulation == "sum":
         return (w * z).sum(1)
     if formulation == "mean":
-        return (w * z).sum(1) / w.sum()
+        total = w.sum(1)  # (B, 1); a row whose weights are all 0 combines nothing: the zero vector
+        return (w * z).sum(1) / torch.where(total == 0, torch.ones_like(total), total)
     zb = _background(z_background, z)
     return zb + (w * (z - zb[:, None])).sum(1)
 

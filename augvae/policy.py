@@ -57,7 +57,7 @@ from torch import Tensor
 
 from augvae.config import check_choice
 from augvae.errors import ConfigError, InputError
-from augvae.overlay import DEFAULT_FORMULATION, FORMULATIONS
+from augvae.overlay import DEFAULT_FORMULATION, FORMULATIONS, combine_latents
 
 __all__ = [
     "POLICIES",
@@ -601,20 +601,6 @@ def _match_channels(src: VAESources, channels: int, opts: OverlayOptions) -> Non
     )
 
 
-def _combine(z: Tensor, w: Tensor, z_x: Tensor | None, z_ref: Tensor, formulation: str) -> Tensor:
-    """Per-image weighted latent combination (``sum``/``mean``/``offset``), the input's latent weighted 1."""
-    wz = (w[..., None] * z).sum(1)  # (B, D)
-    if formulation == "sum":
-        return wz if z_x is None else z_x + wz
-    if formulation == "mean":
-        total = w.sum(1, keepdim=True)
-        if z_x is None:
-            return wz / total.clamp_min(1e-8)
-        return (z_x + wz) / (1.0 + total)
-    offset = (w[..., None] * (z - z_ref)).sum(1)
-    return z_ref + offset if z_x is None else z_x + offset
-
-
 @torch.no_grad()
 def render(src: VAESources, images: Tensor, plan: Plan, opts: OverlayOptions, draws: Draws) -> Tensor:
     """The overlaid images, ``(B, C, H, W)`` float in [0, 1], at the input's size; one decoder pass.
@@ -657,10 +643,10 @@ def render(src: VAESources, images: Tensor, plan: Plan, opts: OverlayOptions, dr
         else:
             out = _resize(src.x_ref + residual, h, w_).expand(b, ch, h, w_)
     else:
-        z_x = None
-        if opts.keep_input:
+        if opts.keep_input:  # the input image is one more source, of weight 1
             z_x = model.encode(_resize(images, src.image_size, src.image_size).to(src.mu.dtype))[0]
-        dec = model.decode(_combine(z, w, z_x, src.z_ref, opts.formulation))
+            z, w = torch.cat([z_x[:, None], z], 1), torch.cat([torch.ones_like(w[:, :1]), w], 1)
+        dec = model.decode(combine_latents(z, opts.formulation, src.z_ref, w))
         out = _resize(dec, h, w_).expand(b, ch, h, w_)
     out = out.clamp(0.0, 1.0).to(images.dtype)
     return torch.where(plan.valid[:, None, None, None], out, images)

@@ -111,3 +111,32 @@ def test_interpolation_ends_at_the_reconstructions(trained: tuple) -> None:
     assert torch.allclose(path[0], ends[0], atol=1e-5) and torch.allclose(path[-1], ends[1], atol=1e-5)
     lat = encode(res.model, x)
     assert lat.mu.shape == (3, 4) and len(lat.rows()) == 3
+
+
+@pytest.mark.parametrize("formulation", ["sum", "mean", "offset"])
+def test_transform_latent_formulations_count_the_input_as_one_more_source(formulation: str) -> None:
+    """The transforms' latent path (``policy.render``) adds the input's latent as a source of weight 1."""
+    from augvae.policy import OverlayOptions, draw_torch, example_model_folder, load_sources, make_plan, render
+
+    src = load_sources(example_model_folder())
+    opts = OverlayOptions(formulation=formulation, k=2, scale=0.0, weight=(0.3, 1.0))
+    x = torch.rand(4, src.channels, src.image_size, src.image_size)
+    draws = draw_torch(src, opts, 4, generator=torch.Generator().manual_seed(0))
+    plan = make_plan(src, torch.tensor([0, 1, 0, 1]), opts, draws)
+    out = render(src, x, plan, opts, draws)
+
+    with torch.no_grad():
+        z_x = src.model.encode(x)[0]
+        z, w = src.mu[plan.index], plan.weight[..., None]  # (B, slots, D), (B, slots, 1)
+        if formulation == "sum":
+            combined = z_x + (w * z).sum(1)
+        elif formulation == "mean":
+            combined = (z_x + (w * z).sum(1)) / (1 + w.sum(1))
+        else:
+            combined = z_x + (w * (z - src.z_ref)).sum(1)
+        expected = src.model.decode(combined).clamp(0, 1)
+    assert bool(plan.valid.all())
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert combine_latents(torch.ones(2, 3, 4), "mean", weights=torch.tensor([[1.0, 1.0, 2.0], [0.0, 0.0, 0.0]]))[1].abs().sum() == 0
+    with pytest.raises(ConfigError, match="per-row weights"):
+        combine_latents(torch.ones(2, 3, 4), weights=torch.ones(3, 3))
