@@ -1,8 +1,20 @@
 """The albumentations transform: :class:`VAEOverlay`, an ``A.ImageOnlyTransform``.
 
 It works with albumentations 2.0.x and with AlbumentationsX (which installs the same import name);
-only public hooks are used: ``targets``, ``get_params_dependent_on_data``, ``apply``,
-``self.random_generator``.
+only public hooks are used: ``targets``, ``apply`` and the sampling hook of the installed library,
+chosen at import: ``get_params_dependent_on_data`` reading ``self.random_generator`` (albumentations
+2.0.x), or ``sample_parameters`` reading ``sampling.random_generator`` where the base class has it
+(AlbumentationsX; 2.5.1, the version tested, rejects classes that define the old hook). Both hooks
+run the same drawing code.
+
+To check against AlbumentationsX (AGPL, not a dependency) without touching your environment, install
+it into a side folder and put that folder first on the path; ``tests/test_albumentations.py`` says
+how, and its ``test_albu_under_albumentationsx`` runs only when the imported ``albumentations`` is
+AlbumentationsX::
+
+    pip install --target /tmp/axenv --no-deps albumentationsx==2.5.1 albucore==0.2.21 "numkong>=7.8"
+    PYTHONPATH=/tmp/axenv python -m pytest tests/test_albumentations.py tests/test_transforms.py \
+        tests/test_fuzz.py augvae/albumentations.py -k "albu or VAEOverlay"
 
 **How the label travels.** A per-image transform cannot see or change a label by itself, so the
 label goes through the pipeline as a target of its own, under the key ``"label"``: call the
@@ -55,10 +67,16 @@ from augvae.policy import (
     tensor_to_image,
 )
 
-__all__ = ["VAEOverlay", "LABEL_KEY"]
+__all__ = ["LABEL_KEY", "VAEOverlay"]
 
 #: The data key that carries the label through an albumentations pipeline.
 LABEL_KEY = "label"
+
+# AlbumentationsX (2.5.1 tested) samples through ``sample_parameters(params, data, targets, sampling)`` returning
+# ``SampledParams`` and raises TypeError at class creation for a class that defines
+# ``get_params_dependent_on_data``; albumentations 2.0.x only knows the latter. Pick the hook at import.
+_SAMPLED_PARAMS: Any = getattr(A, "SampledParams", None)
+_NEW_SAMPLING_API = _SAMPLED_PARAMS is not None and hasattr(A.BasicTransform, "sample_parameters")
 
 
 def _check_p(p: Any) -> float:
@@ -73,8 +91,9 @@ class VAEOverlay(A.ImageOnlyTransform):
     The model is loaded lazily, once per process (and per worker), from ``model_path``; every
     ``__init__`` argument is stored under its own name, so ``A.to_dict`` / ``A.from_dict`` /
     ``A.save`` / ``A.load`` round-trip the transform (import :mod:`augvae.albumentations` before
-    ``from_dict`` so that the class is registered). Randomness comes from ``self.random_generator``,
-    so ``A.Compose(..., seed=N)`` reproduces its output.
+    ``from_dict`` so that the class is registered). Randomness comes from the pipeline's NumPy
+    generator for the call (``self.random_generator``; ``sampling.random_generator`` under
+    AlbumentationsX), so ``A.Compose(..., seed=N)`` reproduces its output.
 
     Images are HWC or HW numpy arrays, uint8, uint16 or float in [0, 1], grayscale or RGB, of any
     size: the result has the input's shape, dtype and value range. See the module docstring for the
@@ -169,8 +188,8 @@ class VAEOverlay(A.ImageOnlyTransform):
             raise InputError(f"label vector must hold finite non-negative numbers with a positive sum, got {label!r}")
         return vec[None]
 
-    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        """Draw this image's sources and new label (from ``self.random_generator``)."""
+    def _draw_params(self, data: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """Draw this image's sources and new label from ``rng`` (the pipeline's generator for this call)."""
         if data.get(LABEL_KEY) is None:
             raise InputError(
                 "VAEOverlay needs each image's class: call the pipeline with label=<class index> (or a label vector for "
@@ -179,10 +198,22 @@ class VAEOverlay(A.ImageOnlyTransform):
         src = self.sources()
         labels = self._parse_label(data[LABEL_KEY], src)
         hard = labels if labels.ndim == 1 else labels.argmax(1)
-        draws = draw_numpy(src, self._options, 1, self.random_generator)
+        draws = draw_numpy(src, self._options, 1, rng)
         plan = make_plan(src, hard, self._options, draws)
         new = mix_labels(src, labels, plan, self._options, plan.valid)
         return {"vae_plan": plan, "vae_draws": draws, "vae_label": new}
+
+    if _NEW_SAMPLING_API:
+
+        def sample_parameters(self, params: dict[str, Any], data: dict[str, Any], targets: Any, sampling: Any) -> Any:
+            """Draw this image's sources and new label (AlbumentationsX hook; from ``sampling.random_generator``)."""
+            return _SAMPLED_PARAMS(params=self._draw_params(data, sampling.random_generator))
+
+    else:
+
+        def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+            """Draw this image's sources and new label (albumentations 2.0.x hook; from ``self.random_generator``)."""
+            return self._draw_params(data, self.random_generator)
 
     def apply(self, img: np.ndarray, vae_plan: Any = None, vae_draws: Any = None, **params: Any) -> np.ndarray:
         """The overlaid image, in the input's shape, dtype and value range."""

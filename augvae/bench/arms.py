@@ -118,6 +118,21 @@ def _publish_dir(tmp: Path, final: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ transforms
+def _brightness_contrast(A: Any, limit: float, p: float) -> Any:
+    """``RandomBrightnessContrast`` of +-limit, the same augmentation under albumentations 2.0 and AlbumentationsX.
+
+    AlbumentationsX renamed ``brightness_limit``/``contrast_limit`` to ``*_range`` (the old names are
+    ignored with a warning) and changed the default of ``brightness_by_max`` to False; both are set here.
+    """
+    import inspect
+
+    names = inspect.signature(A.RandomBrightnessContrast.__init__).parameters
+    if "brightness_range" in names:
+        return A.RandomBrightnessContrast(brightness_range=(-limit, limit), contrast_range=(-limit, limit),
+                                          brightness_by_max=True, p=p)
+    return A.RandomBrightnessContrast(brightness_limit=limit, contrast_limit=limit, brightness_by_max=True, p=p)
+
+
 def classic_transform(seed: int) -> Any:
     """The ``classic`` augmentation: an albumentations ``Compose`` seeded with ``seed``.
 
@@ -125,6 +140,8 @@ def classic_transform(seed: int) -> Any:
     6%, rotation up to 10 degrees, reflected borders) and brightness/contrast (+-0.2); each image
     of a batch gets its own draw.
     """
+    import inspect
+
     import albumentations as A
     import cv2
 
@@ -134,9 +151,11 @@ def classic_transform(seed: int) -> Any:
             A.VerticalFlip(p=0.5),
             A.RandomRotate90(p=0.5),
             A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10), border_mode=cv2.BORDER_REFLECT_101, p=0.7),
-            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.7),
+            _brightness_contrast(A, 0.2, p=0.7),
         ],
         seed=seed,
+        # AlbumentationsX reports usage over the network unless told not to; augvae never uses the network.
+        **({"telemetry": False} if "telemetry" in inspect.signature(A.Compose.__init__).parameters else {}),
     )
 
 

@@ -368,6 +368,14 @@ def versions() -> dict[str, str]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             out[pkg] = "not installed"
+    # The module that `import albumentations` finds: AlbumentationsX installs it under another distribution name.
+    try:
+        import albumentations
+
+        dist = "albumentationsx" if "albumentationsx" in (md.packages_distributions().get("albumentations") or []) else "albumentations"
+        out["albumentations"] = f"{albumentations.__version__} ({dist})"
+    except ImportError:
+        pass
     return out
 
 
