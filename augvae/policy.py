@@ -602,10 +602,14 @@ def _match_channels(src: VAESources, channels: int, opts: OverlayOptions) -> Non
 
 
 @torch.no_grad()
-def render(src: VAESources, images: Tensor, plan: Plan, opts: OverlayOptions, draws: Draws) -> Tensor:
+def render(src: VAESources, images: Tensor, plan: Plan, opts: OverlayOptions, draws: Draws,
+           sparse: bool | None = None) -> Tensor:
     """The overlaid images, ``(B, C, H, W)`` float in [0, 1], at the input's size; one decoder pass.
 
     ``images`` are float in [0, 1] on ``src.device``. Rows without a valid plan are returned as they were.
+    ``sparse`` (residual formulation): decode only the (image, source) pairs that carry weight, a
+    data-dependent selection that would cost an accelerator a host synchronisation; ``None`` means
+    on CPU only. Both give the same images.
 
     Example:
         >>> src = load_sources(example_model_folder())
@@ -626,7 +630,7 @@ def render(src: VAESources, images: Tensor, plan: Plan, opts: OverlayOptions, dr
     if opts.formulation == "residual":
         if opts.policy != "onto-background":  # the extra defect-free slot is only ever filled by onto-background
             z, w, s = z[:, : opts.k], w[:, : opts.k], opts.k
-        if images.device.type == "cpu":
+        if sparse if sparse is not None else images.device.type == "cpu":
             # On CPU a data-dependent selection costs no device round trip: decode only the (image, slot)
             # pairs that carry weight in an overlaid image; the others add exactly zero.
             row, slot = ((w != 0) & plan.valid[:, None]).nonzero(as_tuple=True)
@@ -695,7 +699,7 @@ def mix_labels(src: VAESources, labels: Tensor, plan: Plan, opts: OverlayOptions
 
 
 def overlay_batch(src: VAESources, images: Tensor, labels: Tensor, opts: OverlayOptions, draws: Draws,
-                  p: float = 1.0) -> tuple[Tensor, Tensor]:
+                  p: float = 1.0, sparse: bool | None = None) -> tuple[Tensor, Tensor]:
     """Plan, render and relabel a float batch in one decoder pass, on ``images.device``.
 
     Args:
@@ -705,6 +709,7 @@ def overlay_batch(src: VAESources, images: Tensor, labels: Tensor, opts: Overlay
         opts: The options.
         draws: Random numbers for the batch.
         p: Probability of overlaying each image (compared with ``draws.apply``).
+        sparse: See :func:`render` (``None``: the fixed-shape decode on accelerators, the sparse one on CPU).
 
     Returns:
         ``(images, labels)``; labels as in :func:`mix_labels`.
@@ -723,7 +728,7 @@ def overlay_batch(src: VAESources, images: Tensor, labels: Tensor, opts: Overlay
     plan = make_plan(src, hard, opts, draws)
     if p < 1.0 and draws.apply is not None:
         plan.valid = plan.valid & (draws.apply < p)
-    out = render(src, images, plan, opts, draws)
+    out = render(src, images, plan, opts, draws, sparse=sparse)
     return out, mix_labels(src, labels.to(dev), plan, opts, plan.valid)
 
 

@@ -284,6 +284,29 @@ def test_batch_makes_no_host_round_trip(model_dir: Path, monkeypatch: pytest.Mon
     assert images.shape == x.shape and labels.shape == (8, 4)
 
 
+@pytest.mark.parametrize("policy", ["soft", "onto-background"])
+def test_accelerator_path_makes_no_host_round_trip_and_matches_cpu(model_dir: Path, policy: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixed-shape decode a GPU batch takes (``sparse=False``), run on CPU with host syncs refused."""
+    from augvae.policy import OverlayOptions, draw_torch, load_sources, overlay_batch
+
+    src = load_sources(model_dir)
+    opts = OverlayOptions(policy=policy, k=2, weight=(0.5, 1.5))
+    x, y = torch.rand(12, 1, 40, 36, generator=torch.Generator().manual_seed(0)), torch.arange(12) % 4
+    draws = draw_torch(src, opts, 12, generator=torch.Generator().manual_seed(1))
+    cpu_images, cpu_labels = overlay_batch(src, x, y, opts, draws, p=0.7, sparse=True)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("host synchronisation in the accelerator path")
+
+    for name in ("item", "tolist", "numpy", "cpu", "nonzero", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    images, labels = overlay_batch(src, x, y, opts, draws, p=0.7, sparse=False)
+    monkeypatch.undo()
+    torch.testing.assert_close(images, cpu_images, rtol=1e-5, atol=1e-5)
+    assert torch.equal(labels, cpu_labels) and not torch.equal(images, x)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_batch_runs_on_the_batch_device(model_dir: Path) -> None:  # pragma: no cover - GPU only
     x, y = torch.rand(8, 1, 28, 28, device="cuda"), (torch.arange(8) % 4).cuda()
