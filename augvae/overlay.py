@@ -87,13 +87,18 @@ def combine_latents(z: Tensor, formulation: str = "sum", z_background: Tensor | 
             raise ConfigError(f"per-row weights must be ({b}, {k}) finite numbers, got {list(w.shape)}")
     else:
         w = _weights(k, weights, z)[None].expand(b, k)
+    return _combine_rows(z, w, formulation, _background(z_background, z) if formulation == "offset" else None)
+
+
+def _combine_rows(z: Tensor, w: Tensor, formulation: str, zb: Tensor | None) -> Tensor:
+    """:func:`combine_latents` without its checks (no host synchronisation): z (B, k, D), w (B, k), zb (B, D)."""
     w = w[..., None]  # (B, k, 1)
     if formulation == "sum":
         return (w * z).sum(1)
     if formulation == "mean":
         total = w.sum(1)  # (B, 1); a row whose weights are all 0 combines nothing: the zero vector
         return (w * z).sum(1) / torch.where(total == 0, torch.ones_like(total), total)
-    zb = _background(z_background, z)
+    assert zb is not None
     return zb + (w * (z - zb[:, None])).sum(1)
 
 

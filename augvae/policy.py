@@ -57,7 +57,7 @@ from torch import Tensor
 
 from augvae.config import check_choice
 from augvae.errors import ConfigError, InputError
-from augvae.overlay import DEFAULT_FORMULATION, FORMULATIONS, combine_latents
+from augvae.overlay import DEFAULT_FORMULATION, FORMULATIONS, _combine_rows
 
 __all__ = [
     "POLICIES",
@@ -650,7 +650,8 @@ def render(src: VAESources, images: Tensor, plan: Plan, opts: OverlayOptions, dr
         if opts.keep_input:  # the input image is one more source, of weight 1
             z_x = model.encode(_resize(images, src.image_size, src.image_size).to(src.mu.dtype))[0]
             z, w = torch.cat([z_x[:, None], z], 1), torch.cat([torch.ones_like(w[:, :1]), w], 1)
-        dec = model.decode(combine_latents(z, opts.formulation, src.z_ref, w))
+        z_ref = src.z_ref.to(z).expand(b, -1)  # (B, D); used by "offset"
+        dec = model.decode(_combine_rows(z, w, opts.formulation, z_ref))
         out = _resize(dec, h, w_).expand(b, ch, h, w_)
     out = out.clamp(0.0, 1.0).to(images.dtype)
     return torch.where(plan.valid[:, None, None, None], out, images)

@@ -284,14 +284,15 @@ def test_batch_makes_no_host_round_trip(model_dir: Path, monkeypatch: pytest.Mon
     assert images.shape == x.shape and labels.shape == (8, 4)
 
 
-@pytest.mark.parametrize("policy", ["soft", "onto-background"])
-def test_accelerator_path_makes_no_host_round_trip_and_matches_cpu(model_dir: Path, policy: str,
+@pytest.mark.parametrize("policy,formulation", [("soft", "residual"), ("onto-background", "residual"),
+                                                ("same-class", "sum"), ("soft", "offset"), ("same-class", "mean")])
+def test_accelerator_path_makes_no_host_round_trip_and_matches_cpu(model_dir: Path, policy: str, formulation: str,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The fixed-shape decode a GPU batch takes (``sparse=False``), run on CPU with host syncs refused."""
     from augvae.policy import OverlayOptions, draw_torch, load_sources, overlay_batch
 
     src = load_sources(model_dir)
-    opts = OverlayOptions(policy=policy, k=2, weight=(0.5, 1.5))
+    opts = OverlayOptions(policy=policy, formulation=formulation, k=2, weight=(0.5, 1.5))
     x, y = torch.rand(12, 1, 40, 36, generator=torch.Generator().manual_seed(0)), torch.arange(12) % 4
     draws = draw_torch(src, opts, 12, generator=torch.Generator().manual_seed(1))
     cpu_images, cpu_labels = overlay_batch(src, x, y, opts, draws, p=0.7, sparse=True)
