@@ -24,3 +24,8 @@ augvae bench "$DATA" --out "$RUN/resnet18" --classifiers resnet18 --seeds 5 --st
 for clf in small-cnn resnet18; do
     augvae bench --report-only --out "$RUN/$clf" --report-to "$RESULTS/$clf" --no-grids
 done
+
+# ResNet-18 with three times the steps (300), for the arms that matter most: is the 100-step picture
+# an artefact of under-training? (About 45 minutes on 2 cores.)
+augvae bench "$DATA" --out "$RUN/resnet18-300" --classifiers resnet18 --seeds 5 --steps 300 --arms original,classic,vae "${COMMON[@]}"
+augvae bench --report-only --out "$RUN/resnet18-300" --report-to "$RESULTS/resnet18-300" --no-grids
