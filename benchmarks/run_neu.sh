@@ -7,8 +7,8 @@
 # classifiers, the generated-vs-real image grids) lives OUTSIDE it ($RUN); only results.json,
 # report.md and the two plots are written to benchmarks/results/neu/<classifier>/.
 #
-# Budget: about 2 hours on a shared 2-core CPU, so images are 48 px and the ResNet-18 gets only 100
-# steps (the small CNN 200); both 5 seeds. Both runs share one cache: the VAEs of (k, seed) are
+# Budget: about 3 hours on a shared 2-core CPU, so images are 48 px and the ResNet-18 gets only 100
+# steps (the small CNN 200; a last run gives it 300 for three arms); all 5 seeds. Both runs share one cache: the VAEs of (k, seed) are
 # trained once. Rerunning the script skips every finished cell.
 set -euo pipefail
 

@@ -24,3 +24,16 @@ run ratio-0.25 --arms original,vae --ratio 0.25
 # 3. The library's own path (augvae.policy.overlay_batch, as behind augvae.torchvision.VAEOverlay):
 #    each real training image plus the decoded difference of a same-class source from the centroid.
 run library --arms original,vae --overlay-base library
+# 4. The paper's literal formulation: the sum of the sources' latent means, decoded.
+run sum --arms original,vae --formulation sum
+# 5. Soft labels: overlays of any two classes, labelled with a probability vector (like MixUp).
+run soft --arms original,vae --policy soft
+# 6. A larger latent space (64 instead of 16): the paper says it makes the overlays more realistic.
+run latent-64 --arms original,vae --latent-dim 64
+# 7. A smaller KL weight (0.25 instead of 1): sharper reconstructions, a less regular latent space.
+run beta-0.25 --arms original,vae --beta 0.25
+# 8. Longer VAE training (2400 steps instead of 600): less blur.
+run vae-steps-2400 --arms original,vae --vae-steps 2400
+# 9. Attempt 8 helped only at k = 5, where 2400 steps are 800 epochs of its 30 images. The same 800
+#    epochs at k = 40 (240 images, 24 steps an epoch): 19200 steps.
+run vae-epochs-800-k40 --arms original,vae --per-class 40 --vae-steps 19200
