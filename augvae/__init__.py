@@ -18,9 +18,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from augvae._lazy import lazy_attributes
 from augvae._version import __version__
 from augvae.errors import (
     AugvaeError,
@@ -29,27 +29,32 @@ from augvae.errors import (
     ImageReadError,
     InputError,
     ModelFolderError,
+    OutputError,
     OutputLockedError,
 )
 
 # name -> module that defines it
-_LAZY = {
+_NAMES = {
     "ConvVAE": "augvae.model",
+    "load_model": "augvae.model",
     "ModelConfig": "augvae.config",
     "TrainConfig": "augvae.config",
+    "ExtractConfig": "augvae.config",
     "GenerateConfig": "augvae.config",
     "RECIPES": "augvae.config",
     "recipe_config": "augvae.config",
     "train": "augvae.training",
     "TrainResult": "augvae.training",
-    "load_model": "augvae.checkpoint",
     "LatentSet": "augvae.latent",
     "encode": "augvae.latent",
     "traverse_grid": "augvae.latent",
     "interpolate": "augvae.latent",
-    "overlay": "augvae.overlay",
-    "random_overlays": "augvae.overlay",
-    "FORMULATIONS": "augvae.overlay",
+    "OverlayOptions": "augvae.overlay.policy",
+    "overlay": "augvae.overlay.engine",
+    "random_overlays": "augvae.overlay.engine",
+    "transplant_onto": "augvae.overlay.engine",
+    "extract_defects": "augvae.overlay.extract",
+    "load_sources": "augvae.overlay.sources",
     "ImageSet": "augvae.data.images",
     "load_folder": "augvae.data.images",
     "load_images": "augvae.data.images",
@@ -64,29 +69,24 @@ __all__ = [
     "ImageReadError",
     "InputError",
     "ModelFolderError",
+    "OutputError",
     "OutputLockedError",
-    *_LAZY,
+    "FORMULATIONS",
+    *_NAMES,
 ]
 
+from augvae.overlay._names import FORMULATIONS  # noqa: E402 - a tuple of names, no import cost
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'augvae' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
+__getattr__, __dir__ = lazy_attributes(__name__, _NAMES, __all__, globals())
 
 if TYPE_CHECKING:  # pragma: no cover
-    from augvae.checkpoint import load_model
-    from augvae.config import RECIPES, GenerateConfig, ModelConfig, TrainConfig, recipe_config
+    from augvae.config import RECIPES, ExtractConfig, GenerateConfig, ModelConfig, TrainConfig, recipe_config
     from augvae.data.images import ImageSet, load_folder, load_images
     from augvae.data.mixed import MixedDataset
     from augvae.latent import LatentSet, encode, interpolate, traverse_grid
-    from augvae.model import ConvVAE
-    from augvae.overlay import FORMULATIONS, overlay, random_overlays
+    from augvae.model import ConvVAE, load_model
+    from augvae.overlay.engine import overlay, random_overlays, transplant_onto
+    from augvae.overlay.extract import extract_defects
+    from augvae.overlay.policy import OverlayOptions
+    from augvae.overlay.sources import load_sources
     from augvae.training import TrainResult, train

@@ -1,95 +1,57 @@
 """The ``augvae`` command line: ``train``, ``generate``, ``inspect``, ``demo`` and ``bench``.
 
-Options that set a config field are generated from the config dataclasses
-(:mod:`augvae.config`), so every default and help text lives in one place. Errors print one line
-that names the problem and the fix, and exit with status 2; ``--debug`` shows the traceback.
+Options that set a config field are generated from the config dataclasses (:mod:`augvae.config`,
+through :mod:`augvae._cli_args`), so every default and help text lives in one place. Errors print
+one line that names the problem and the fix, and exit with status 2; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
-import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from augvae._cli_args import HelpFormatter, add_config_arguments, config_overrides
 from augvae._version import __version__
-from augvae.errors import AugvaeError
+from augvae.errors import AugvaeError, DataError
 
-__all__ = ["main", "build_parser", "add_config_arguments", "config_overrides"]
+__all__ = ["main", "build_parser"]
 
 log = logging.getLogger("augvae")
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults, except where the help text states its own (config options) or there is none."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if "(default:" in text or action.default is None or action.required:
-            return text
-        return super()._get_help_string(action)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = (), title: str | None = None,
-                         defaults: dict[str, Any] | None = None) -> None:
-    """Add one option per field of config dataclass ``cls``; unset options stay ``None``.
-
-    The help text comes from the field's ``help`` metadata and the shown default from the dataclass
-    (or ``defaults``, e.g. a recipe's values).
-    """
-    group = parser.add_argument_group(title or f"{cls.__name__} options")
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        tp = hints[f.name]
-        default = (defaults or {}).get(f.name, f.default)
-        help_text = f"{f.metadata.get('help', '')} (default: {default if not isinstance(default, tuple) else ' '.join(map(str, default)) or 'auto'})"
-        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
-        if tp is bool:
-            group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kw)
-        elif typing.get_origin(tp) is tuple:
-            elem = typing.get_args(tp)[0]
-            group.add_argument(_flag(f.name), type=elem, nargs="+", metavar="N", **kw)
-        else:
-            group.add_argument(_flag(f.name), type=tp, metavar=f.name.upper(), **kw)
-
-
-def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The fields of ``cls`` that were given on the command line."""
-    out = {}
-    for f in dataclasses.fields(cls):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            out[f.name] = tuple(value) if isinstance(value, list) else value
-    return out
-
-
 # ---------------------------------------------------------------- train
-def _add_train(sub: Any) -> None:
-    from augvae.config import RECIPES, ModelConfig, TrainConfig
+def _add_train(sub: Any, parents: list[argparse.ArgumentParser]) -> Callable[[argparse.Namespace], int]:
+    from augvae.config import RECIPES, ExtractConfig, ModelConfig, TrainConfig
 
-    p = sub.add_parser("train", help="train a VAE on a folder of images", formatter_class=_Formatter, description=(
+    p = sub.add_parser("train", help="train a VAE on a folder of images", formatter_class=HelpFormatter, parents=parents, description=(
         "Train the paper's VAE on DATA_DIR (one subfolder per class, or a flat folder) and write a model folder.\n\n"
         "recipes: small-set (all images, 100 epochs) or overlay (a few --sources, 500 copies each, 20 epochs).\n"
-        "example: augvae train defects/ --out model/ --recipe overlay --sources defects/crack/a.png defects/pore/b.png"))
+        "with --background-class NAME the VAE learns the defect-free images of that class folder, and every other image\n"
+        "becomes a defect source whose real defect (residual and mask) the transplant overlays put onto defect-free images.\n"
+        "examples: augvae train defects/ --out model/ --background-class ok\n"
+        "          augvae train defects/ --out model/ --recipe overlay --sources crack/a.png pore/b.png"))
     p.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="folder of images (class subfolders or flat)")
     p.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR", help="model folder to write")
-    p.add_argument("--sources", type=Path, nargs="+", metavar="FILE", help="overlay recipe: the source images (paths, or relative to DATA_DIR); default every image in DATA_DIR")
-    p.add_argument("--background", type=Path, metavar="FILE", help="a defect-free image trained as an extra source and used as the reference of the offset/residual overlays")
+    p.add_argument("--sources", type=Path, nargs="+", metavar="FILE",
+                   help="overlay recipe: the source images (paths, or relative to DATA_DIR); default every image in DATA_DIR")
+    p.add_argument("--background", type=Path, metavar="FILE",
+                   help="a defect-free image trained as an extra source and used as the reference of the offset/residual overlays")
+    p.add_argument("--background-class", metavar="NAME", help="the defect-free class folder: the VAE learns its images, the "
+                   "other classes' images become defect sources for transplant overlays")
+    p.add_argument("--train-on-defects", action="store_true", help="with --background-class: the VAE also sees the defect images")
+    p.add_argument("--masks", type=Path, metavar="MASK_DIR", help="with --background-class: pixel masks of the defect images (a "
+                   "folder mirroring DATA_DIR, one mask per defect image, white = defect) instead of estimated masks")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from MODEL_DIR/checkpoint.safetensors")
     add_config_arguments(p, ModelConfig, title="model")
     add_config_arguments(p, TrainConfig, skip=("recipe",), title="training (defaults shown are small-set's; the recipe sets its own)")
+    add_config_arguments(p, ExtractConfig, title="defect extraction (with --background-class)")
     p.add_argument("--recipe", choices=list(RECIPES), default="small-set", help="the paper's recipe to start from")
+    return _cmd_train
 
 
 def _resolve_source(path: Path, data_dir: Path) -> Path:
@@ -98,52 +60,84 @@ def _resolve_source(path: Path, data_dir: Path) -> Path:
     return data_dir / path
 
 
+def _source_names(paths: Sequence[str | os.PathLike[str]], data_dir: Path) -> list[str]:
+    """A distinct name per source: its file stem, or its path under DATA_DIR where stems repeat."""
+    stems = [Path(p).stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    names = []
+    for p in paths:
+        try:
+            names.append(Path(p).resolve().relative_to(data_dir.resolve()).with_suffix("").as_posix())
+        except ValueError:
+            names.append(Path(p).with_suffix("").as_posix())
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})[0]
+        raise DataError(f"--sources names the image {dup!r} more than once; give each source image once")
+    return names
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from augvae.config import ModelConfig, TrainConfig, recipe_config
-    from augvae.data.images import ImageSet, load_folder, load_images
+    from augvae.config import ExtractConfig, ModelConfig, TrainConfig, recipe_config
+    from augvae.data.images import ImageSet, load_folder, load_images, load_masks, scan_folder
     from augvae.training import train
 
     overrides = {k: v for k, v in config_overrides(args, TrainConfig).items() if k != "recipe"}
     tcfg = recipe_config(args.recipe, **overrides)
     mcfg = ModelConfig(**config_overrides(args, ModelConfig))
+    ecfg = ExtractConfig(**config_overrides(args, ExtractConfig))
     progress = not args.quiet
+    if (args.masks or args.train_on_defects) and not args.background_class:
+        raise DataError("--masks and --train-on-defects go with --background-class NAME (the defect-free class)")
+    if args.sources and tcfg.recipe != "overlay":
+        log.warning("--sources is used by the overlay recipe only; the small-set recipe trains on every image in %s", args.data_dir)
     if tcfg.recipe == "overlay" and args.sources:
         paths = [_resolve_source(s, args.data_dir) for s in args.sources]
-        data = load_images(paths, mcfg.image_size, mcfg.channels, tcfg.resize_policy)
-        data = ImageSet(data.images, torch.arange(len(paths)), [Path(p).stem for p in paths], data.paths)
+        # A source's class is its folder, as for every other image: the overlay recipe makes each source its own latent
+        # cluster, but the labels stay in the folder classes' label space.
+        data = load_images(paths, mcfg.image_size, mcfg.channels, tcfg.resize_policy, classes=scan_folder(args.data_dir)[2])
     else:
-        if args.sources:
-            log.warning("--sources is used by the overlay recipe only; the small-set recipe trains on every image in %s", args.data_dir)
         data = load_folder(args.data_dir, mcfg.image_size, mcfg.channels, tcfg.resize_policy, progress=progress)
-        if tcfg.recipe == "overlay":  # every image is a source, each its own cluster
-            data = ImageSet(data.images, torch.arange(len(data)), [Path(p).stem for p in data.paths], data.paths)
+    names = _source_names(data.paths, args.data_dir)
     background = None
     if args.background is not None:
         bg = load_images([_resolve_source(args.background, args.data_dir)], mcfg.image_size, mcfg.channels, tcfg.resize_policy)
+        bg_class = bg.classes[0] if bg.classes[0] in data.classes else "background"
+        classes = data.classes if bg_class in data.classes else [*data.classes, bg_class]
         background = len(data)
-        data = ImageSet(torch.cat([data.images, bg.images]), torch.cat([data.labels, torch.tensor([len(data.classes)])]),
-                        [*data.classes, "background"], [*data.paths, *bg.paths])
-    result = train(data, mcfg, tcfg, out_dir=args.out, resume=args.resume, progress=progress, background=background)
+        data = ImageSet(torch.cat([data.images, bg.images]), torch.cat([data.labels, torch.tensor([classes.index(bg_class)])]),
+                        classes, [*data.paths, *bg.paths])
+        names = _source_names(data.paths, args.data_dir)
+    masks = None
+    if args.masks is not None:
+        bgi = data.classes.index(args.background_class) if args.background_class in data.classes else -1
+        defect_paths = [p for p, y in zip(data.paths, data.labels.tolist()) if y != bgi]
+        masks = load_masks(args.masks, defect_paths, args.data_dir, mcfg.image_size, tcfg.resize_policy)
+    result = train(data, mcfg, tcfg, out_dir=args.out, resume=args.resume, progress=progress, background=background,
+                   background_class=args.background_class, train_on_defects=args.train_on_defects, extract=ecfg, masks=masks,
+                   names=names)
     last = result.history[-1] if result.history else {}
+    defects = f", {result.defects['image'].shape[0]} defects extracted" if result.defects is not None else ""
     print(f"trained {len(data)} images for {tcfg.epochs} epochs: loss {last.get('loss', float('nan')):.2f}, "
-          f"{result.active_units}/{mcfg.latent_dim} active latent units -> {args.out}")
-    for w in result.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    return 0
+          f"{result.active_units}/{mcfg.latent_dim} active latent units{defects} -> {args.out}")
+    return 0  # warnings (posterior collapse...) were logged once by train()
 
 
 # ---------------------------------------------------------------- generate
-def _add_generate(sub: Any) -> None:
+def _add_generate(sub: Any, parents: list[argparse.ArgumentParser]) -> Callable[[argparse.Namespace], int]:
     from augvae.config import GenerateConfig
 
-    p = sub.add_parser("generate", help="generate overlays, grids, prior samples or interpolations", formatter_class=_Formatter,
+    p = sub.add_parser("generate", help="generate overlays, transplants, grids, prior samples or interpolations",
+                       formatter_class=HelpFormatter, parents=parents,
                        description="Write images from a trained model plus manifest.csv saying what each one is.\n\n"
-                                   "example: augvae generate model/ --out overlays/ --mode overlay --n 64 --k 2")
+                                   "examples: augvae generate model/ --out overlays/ --mode overlay --n 64 --k 2\n"
+                                   "          augvae generate model/ --out transplants/ --mode transplant --backgrounds data/ok")
     p.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
     p.add_argument("--out", type=Path, required=True, metavar="OUT_DIR")
     add_config_arguments(p, GenerateConfig, title="generation")
+    return _cmd_generate
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -157,29 +151,33 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- inspect
-def _add_inspect(sub: Any) -> None:
-    p = sub.add_parser("inspect", help="write every figure of a model (scatter, grid, reconstructions, overlays) and an index page",
-                       formatter_class=_Formatter)
+def _add_inspect(sub: Any, parents: list[argparse.ArgumentParser]) -> Callable[[argparse.Namespace], int]:
+    p = sub.add_parser("inspect", help="write every figure of a model (scatter, defects, grid, reconstructions, overlays) and an "
+                       "index page", formatter_class=HelpFormatter, parents=parents)
     p.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
     p.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="images to encode (e.g. the training folder)")
     p.add_argument("--out", type=Path, required=True, metavar="OUT_DIR")
     p.add_argument("--seed", type=int, default=0, help="seed of the random overlays")
+    return _cmd_inspect
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    from augvae.config import check_seed
     from augvae.report import inspect_model
 
-    index = inspect_model(args.model_dir, args.data_dir, args.out, seed=args.seed, progress=not args.quiet)
+    index = inspect_model(args.model_dir, args.data_dir, args.out, seed=check_seed(args.seed), progress=not args.quiet)
     print(f"figures written; open {index}")
     return 0
 
 
 # ---------------------------------------------------------------- demo
-def _add_demo(sub: Any) -> None:
-    p = sub.add_parser("demo", help="the paper's flow on built-in synthetic defect images, in a few minutes", formatter_class=_Formatter)
+def _add_demo(sub: Any, parents: list[argparse.ArgumentParser]) -> Callable[[argparse.Namespace], int]:
+    p = sub.add_parser("demo", help="the paper's flow and the defect-free setting on built-in synthetic defect images, in minutes",
+                       formatter_class=HelpFormatter, parents=parents)
     p.add_argument("--out", type=Path, default=Path("augvae-demo"), metavar="OUT_DIR")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few epochs (seconds; for smoke tests)")
     p.add_argument("--no-bench", action="store_true", help="skip the classifier comparison at the end")
+    return _cmd_demo
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -189,44 +187,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
-    "train": (_add_train, _cmd_train),
-    "generate": (_add_generate, _cmd_generate),
-    "inspect": (_add_inspect, _cmd_inspect),
-    "demo": (_add_demo, _cmd_demo),
-}
+def _add_bench(sub: Any, parents: list[argparse.ArgumentParser]) -> Callable[[argparse.Namespace], int]:
+    from augvae.bench.cli import add_parser, run
+
+    add_parser(sub, parents)
+    return run
 
 
-def _bench_command() -> tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]] | None:
-    try:
-        from augvae.bench.cli import add_parser, run
-    except ImportError:
-        return None
-    return add_parser, run
+_COMMANDS = (_add_train, _add_generate, _add_inspect, _add_demo, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``augvae`` argument parser."""
     parser = argparse.ArgumentParser(prog="augvae", description="VAE overlays for few-shot defect classifiers (Malyshev et al. 2021)",
-                                     formatter_class=_Formatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"augvae {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands = dict(_COMMANDS)
-    bench = _bench_command()
-    if bench is not None:
-        commands["bench"] = bench
-    for name, (add, run) in commands.items():
+    for add in _COMMANDS:
         before = set(sub.choices)
-        add(sub)
-        for new in set(sub.choices) - before:
-            sp = sub.choices[new]
-            for action in common._actions:
-                if action.dest != "help" and action.dest not in {a.dest for a in sp._actions}:
-                    sp._add_action(action)
-            sp.set_defaults(_run=run)
+        run = add(sub, [common])
+        for name in set(sub.choices) - before:
+            sub.choices[name].set_defaults(_run=run)
     return parser
 
 
@@ -244,6 +228,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"augvae {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file-system failure no augvae check anticipated: still one line
+        if args.debug:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"augvae {args.command}: error: cannot read or write{where}: {err.strerror or err}; check the path, its "
+              "permissions and the free disk space (--debug shows the traceback)", file=sys.stderr)
+        return 2
+    except MemoryError:
+        if args.debug:
+            raise
+        print(f"augvae {args.command}: error: out of memory; use smaller --image-size, --batch-size or --n", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"augvae {args.command}: interrupted; completed checkpoints are kept (augvae train ... --resume continues)", file=sys.stderr)

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from augvae.errors import ConfigError
+from augvae.overlay._names import BLEND_CHOICES, FORMULATIONS, POLARITIES
 
 __all__ = [
     "ModelConfig",
     "TrainConfig",
+    "ExtractConfig",
     "GenerateConfig",
     "GENERATE_MODES",
     "RECIPES",
@@ -33,6 +35,8 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "check_choice",
+    "check_seed",
+    "MAX_SEED",
 ]
 
 RECON_LOSSES = ("bce", "mse")
@@ -43,6 +47,25 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 RESIZE_POLICIES = ("resize", "center-crop", "pad")
 
 C = TypeVar("C")
+
+#: Seeds are 32-bit unsigned integers, as numpy's and every library's generators accept them.
+MAX_SEED = 2**32 - 1
+#: Largest model accepted (parameters): 1e9 weights need 4 GB, and 16 GB to train with an optimizer.
+MAX_PARAMETERS = 1_000_000_000
+
+
+def check_seed(seed: int, name: str = "seed") -> int:
+    """``seed`` if it is in [0, :data:`MAX_SEED`], else :class:`ConfigError` naming the range.
+
+    Example:
+        >>> check_seed(99999999999999999999999)
+        Traceback (most recent call last):
+        ...
+        augvae.errors.ConfigError: seed must be an integer from 0 to 4294967295, got 99999999999999999999999; pass e.g. --seed 0
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{name} must be an integer from 0 to {MAX_SEED}, got {seed!r}; pass e.g. --{name.replace('_', '-')} 0")
+    return seed
 
 
 def check_choice(value: str, choices: typing.Iterable[str], name: str) -> str:
@@ -107,6 +130,29 @@ class ModelConfig:
         check_choice(self.activation, ACTIVATIONS, "activation")
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ConfigError(f"beta must be a finite number >= 0, got {self.beta}")
+        params = self.num_parameters()
+        if params > MAX_PARAMETERS:
+            raise ConfigError(
+                f"this model would have {params:,} weights ({params * 4 / 2**30:.1f} GiB, about {params * 16 / 2**30:.0f} GiB to "
+                f"train), more than the {MAX_PARAMETERS:,} augvae accepts; lower --hidden-dim (now {self.hidden_dim}) or --widths"
+            )
+
+    def num_parameters(self) -> int:
+        """The number of weights of the model this config describes, computed without building it.
+
+        Example:
+            >>> ModelConfig().num_parameters()
+            385877
+        """
+        widths, sizes = self.resolved_widths(), self.stage_sizes()
+        flat = widths[-1] * sizes[-1] ** 2
+        enc = list(zip((self.channels, *widths[:-1]), widths))  # (in, out) of the stride-2 convs
+        dec = list(zip((widths[-1], *widths[::-1][:-1]), widths[::-1])) + [(widths[0], self.channels)]
+        total = sum(i * o * 9 + o for i, o in enc + dec)  # 3x3 kernels and biases
+        total += flat * self.hidden_dim + self.hidden_dim  # dense
+        total += 2 * (self.hidden_dim * self.latent_dim + self.latent_dim)  # mean and log-variance heads
+        total += self.latent_dim * flat + flat  # decoder dense
+        return total
 
     def num_stages(self) -> int:
         """Number of stride-2 stages: 2 up to 64 px, one more each time the size doubles."""
@@ -166,12 +212,56 @@ class TrainConfig:
             raise ConfigError(f"lr must be a finite number > 0, got {self.lr}")
         if self.kl_warmup_epochs < 0:
             raise ConfigError(f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        for name, limit in (("epochs", 1_000_000), ("copies", 1_000_000), ("batch_size", 65_536)):
+            if getattr(self, name) > limit:
+                raise ConfigError(f"{name} must be at most {limit:,}, got {getattr(self, name):,}; such a run could not finish: "
+                                  f"lower --{name.replace('_', '-')}")
+        check_seed(self.seed)
 
 
-GENERATE_MODES = ("overlay", "grid", "prior", "interpolate")
-FORMULATION_CHOICES = ("sum", "mean", "offset", "residual")
+@dataclass(frozen=True)
+class ExtractConfig:
+    """How a defect is extracted from an image by a VAE trained on defect-free surfaces.
+
+    The *projection* of a defect image ``x`` is ``D(E(x))``, what the VAE makes of it: close to the
+    same surface without the defect, because the VAE has seen (almost) no defects. The *residual*
+    ``x - D(E(x))`` is the defect with its real texture. Its soft *mask* comes from the residual
+    smoothed by ``mask_sigma``, turned into a z-score against the residuals of defect-free images
+    (pixel by pixel: structure the VAE always misses, such as busbars, is not taken for a defect),
+    mapped linearly from 0 at ``mask_low`` to 1 at ``mask_high``, grown by ``dilate`` pixels and
+    feathered by ``feather``. Without defect-free images the z-score is taken against the image's own
+    median and spread.
+
+    Example:
+        >>> ExtractConfig().polarity
+        'dark'
+    """
+
+    polarity: str = _h("which residuals are defects: dark (darker than the projection), bright, or both", default="dark")
+    mask_sigma: float = _h("smoothing of the residual before thresholding, in pixels at the model's size", default=0.7)
+    mask_low: float = _h("z-score where the mask starts (0 below)", default=1.5)
+    mask_high: float = _h("z-score where the mask is 1", default=3.0)
+    dilate: int = _h("grow the mask by this many pixels", default=1)
+    feather: float = _h("soften the mask's edge by a Gaussian of this many pixels", default=0.8)
+    reference_images: int = _h("defect-free images whose residuals set the per-pixel statistics", default=400)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        check_choice(self.polarity, POLARITIES, "polarity")
+        for name in ("mask_sigma", "feather"):
+            if not (math.isfinite(getattr(self, name)) and 0 <= getattr(self, name) <= 16):
+                raise ConfigError(f"{name} must be a number from 0 to 16 (pixels), got {getattr(self, name)}")
+        if not (math.isfinite(self.mask_low) and math.isfinite(self.mask_high) and self.mask_low < self.mask_high):
+            raise ConfigError(f"mask_low must be below mask_high, got {self.mask_low} and {self.mask_high}")
+        if not 0 <= self.dilate <= 16:
+            raise ConfigError(f"dilate must be from 0 to 16 pixels, got {self.dilate}")
+        if not 2 <= self.reference_images <= 100_000:
+            raise ConfigError(f"reference_images must be from 2 to 100000, got {self.reference_images}")
+
+
+#: Largest ``augvae generate --n``.
+MAX_GENERATE = 1_000_000
+GENERATE_MODES = ("overlay", "transplant", "grid", "prior", "interpolate")
 
 
 @dataclass(frozen=True)
@@ -183,11 +273,14 @@ class GenerateConfig:
         0.1
     """
 
-    mode: str = _h("overlay (Fig. 5), grid (Fig. 3), prior (samples of N(0, I)) or interpolate", default="overlay")
+    mode: str = _h("overlay (Fig. 5), transplant (real defects onto --backgrounds), grid (Fig. 3), prior (samples of N(0, I)) "
+                   "or interpolate", default="overlay")
     n: int = _h("overlay/prior: how many images", default=16)
     seed: int = _h("random seed of the draws", default=0)
     k: int = _h("overlay: distinct sources combined per image", default=2)
     formulation: str = _h("overlay: sum (the paper's), mean, offset or residual", default="residual")
+    backgrounds: str = _h("transplant: a folder of defect-free images to put the defects onto", default="")
+    blend: str = _h("transplant: add, paste, poisson or random", default="random")
     scale: float = _h("overlay: sample around each source centre with this many posterior std (0 = centres)", default=0.0)
     same_class: bool = _h("overlay: combine sources of one class only", default=False)
     x_range: tuple[float, ...] = _h("grid: low and high of the first axis", default=(-15.0, 15.0))
@@ -200,7 +293,11 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         _check_types(self)
         check_choice(self.mode, GENERATE_MODES, "mode")
-        check_choice(self.formulation, FORMULATION_CHOICES, "formulation")
+        check_choice(self.formulation, tuple(f for f in FORMULATIONS if f != "transplant"), "formulation")
+        check_choice(self.blend, BLEND_CHOICES, "blend")
+        if self.mode == "transplant" and not self.backgrounds:
+            raise ConfigError("mode transplant puts real defects onto real defect-free images: pass --backgrounds DIR "
+                              "(e.g. the defect-free class folder of the training data)")
         check_choice(self.plane, ("dims", "pca"), "plane")
         for name in ("n", "k", "max_side", "steps"):
             if getattr(self, name) < (2 if name in ("max_side", "steps") else 1):
@@ -213,8 +310,10 @@ class GenerateConfig:
             raise ConfigError(f"step must be > 0, got {self.step}")
         if not (math.isfinite(self.scale) and self.scale >= 0):
             raise ConfigError(f"scale must be >= 0, got {self.scale}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if self.n > MAX_GENERATE:
+            raise ConfigError(f"n must be at most {MAX_GENERATE:,} images per run, got {self.n:,} (at ~1 MB of PNG per 1,000 "
+                              f"64-px images that is {self.n / 1e6:,.0f} GB); generate in several runs with different --seed")
+        check_seed(self.seed)
 
 
 #: The paper's two recipes, as overrides of :class:`TrainConfig` defaults.
@@ -239,8 +338,20 @@ def recipe_config(recipe: str = "small-set", **overrides: Any) -> TrainConfig:
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a config dataclass (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    """A JSON-ready dict of a config dataclass (nested configs become dicts, tuples lists).
+
+    Example:
+        >>> config_to_dict(ModelConfig())["widths"]
+        []
+    """
+    def plain(v: Any) -> Any:
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
 
 
 def config_from_dict(cls: type[C], data: typing.Mapping[str, Any], where: str = "config") -> C:

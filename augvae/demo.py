@@ -6,7 +6,10 @@
    the background-relative formulations).
 3. Write the figures (``augvae inspect``), overlay images with a manifest (``augvae generate``)
    and a table of how much of each defect every overlay formulation keeps.
-4. Compare a classifier trained on original, classically augmented and VAE-extended synthetic sets.
+4. The setting augvae is for: a few defect images per class and many defect-free surfaces. A VAE
+   learns the defect-free surfaces; each defect's residual against its projection is transplanted
+   onto other defect-free surfaces, and a classifier trained on original, classically augmented
+   and transplant-extended sets is compared (:mod:`augvae.bench.quick`).
 """
 
 from __future__ import annotations
@@ -96,9 +99,11 @@ def run_demo(out_dir: str | os.PathLike[str] = "augvae-demo", quick: bool = Fals
         except ImportError:
             log.info("the classifier comparison is not available in this build")
         else:
-            say("5. classifier accuracy: original vs classic augmentation vs VAE overlays (synthetic, few seeds):")
+            say("5. few defects, many defect-free surfaces: classifier accuracy with real defects transplanted onto defect-free "
+                "surfaces, alone and on top of classic augmentation (synthetic, few seeds):")
             table = quick_comparison(out / "bench", seeds=cfg.bench_seeds, progress=progress, quick=quick)
             say(table)
+            say(f"   transplanted images next to real ones: {out / 'bench' / 'grids'}; the report: {out / 'bench' / 'report.md'}")
             summary["bench"] = table
     write_json(out / "summary.json", summary)
     say(f"done: {out / 'summary.json'}")

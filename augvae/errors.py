@@ -22,6 +22,7 @@ __all__ = [
     "ImageReadError",
     "InputError",
     "ModelFolderError",
+    "OutputError",
     "OutputLockedError",
 ]
 
@@ -48,6 +49,10 @@ class InputError(AugvaeError, ValueError):
 
 class ModelFolderError(AugvaeError, ValueError):
     """A model folder is missing, incomplete, corrupted or from an incompatible version."""
+
+
+class OutputError(AugvaeError, OSError):
+    """An output path cannot be written: it is a file, read-only, on a full disk, or holds someone else's files."""
 
 
 class OutputLockedError(AugvaeError, RuntimeError):

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from augvae._io import write_bytes
 
-__all__ = ["plot_history", "plot_latent_scatter", "save_mosaic", "mosaic", "save_png", "to_uint8"]
+__all__ = ["plot_history", "plot_latent_scatter", "plot_defects", "save_mosaic", "mosaic", "save_png", "to_uint8"]
 
 
 def _figure(**kw: Any) -> Any:
@@ -45,21 +45,63 @@ def plot_history(history: Sequence[dict[str, float]], path: str | os.PathLike[st
 
 
 def plot_latent_scatter(
-    mu: Tensor, labels: Sequence[str], path: str | os.PathLike[str], title: str = "latent means", dims: tuple[int, int] = (0, 1)
+    mu: Tensor, labels: Sequence[str], path: str | os.PathLike[str], title: str = "latent means", dims: tuple[int, int] = (0, 1),
+    logvar: Tensor | None = None, names: Sequence[str] | None = None,
 ) -> None:
-    """Scatter the latent means coloured by class or source (paper Figure 2)."""
+    """Scatter the latent means coloured by class (paper Figure 2).
+
+    With ``logvar``, each point also gets its posterior cloud (the ellipse of two posterior standard
+    deviations in the two plotted dimensions); with ``names``, each point is labelled (up to 40).
+    """
+    from matplotlib.patches import Ellipse
+
     pts = mu.detach().cpu().numpy()
-    fig = _figure(figsize=(5, 5))
+    std = (0.5 * logvar.detach().cpu()).exp().numpy() if logvar is not None else None
+    fig = _figure(figsize=(5.5, 5))
     ax = fig.add_subplot(1, 1, 1)
+    two_d = pts.shape[1] > 1
     for name in sorted(set(labels)):
         sel = np.array([lbl == name for lbl in labels])
-        y = pts[sel, dims[1]] if pts.shape[1] > 1 else np.zeros(sel.sum())
-        ax.scatter(pts[sel, dims[0]], y, s=12, label=name, alpha=0.8)
+        y = pts[sel, dims[1]] if two_d else np.zeros(sel.sum())
+        dots = ax.scatter(pts[sel, dims[0]], y, s=14, label=name, alpha=0.85, zorder=3)
+        if std is not None:
+            for (cx, cy), (sx, sy) in zip(zip(pts[sel, dims[0]], y), zip(std[sel, dims[0]], std[sel, dims[1]] if two_d else std[sel, 0])):
+                ax.add_patch(Ellipse((cx, cy), 4 * sx, 4 * sy, color=dots.get_facecolor()[0], alpha=0.15, lw=0))
+    if names is not None and len(names) <= 40:
+        for i, n in enumerate(names):
+            ax.annotate(n, (pts[i, dims[0]], pts[i, dims[1]] if two_d else 0.0), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(f"z{dims[0] + 1}")
-    ax.set_ylabel(f"z{dims[1] + 1}" if pts.shape[1] > 1 else "")
+    ax.set_ylabel(f"z{dims[1] + 1}" if two_d else "")
     ax.set_title(title)
+    ax.autoscale_view()
     if len(set(labels)) <= 20:
         ax.legend(fontsize=7, markerscale=1.5)
+    _save_fig(fig, path)
+
+
+def plot_defects(defects: dict[str, Tensor], names: Sequence[str], classes: Sequence[str], path: str | os.PathLike[str],
+                 max_rows: int = 12) -> None:
+    """One row per defect source: the image, its projection onto the defect-free surface, the residual, the mask.
+
+    A person checks at a glance whether the VAE found the defect: the projection should look like the
+    same surface without it, and the mask should cover the defect and little else.
+    """
+    n = min(max_rows, defects["image"].shape[0])
+    cols = [("image", defects["image"][:n]), ("projection", defects["projection"][:n]),
+            ("residual (grey = 0)", (defects["residual"][:n] * 2 + 0.5).clamp(0, 1)), ("mask", defects["mask"][:n])]
+    fig = _figure(figsize=(7.2, 1.8 * n + 0.4))
+    for r in range(n):
+        for c, (title, imgs) in enumerate(cols):
+            ax = fig.add_subplot(n, 4, r * 4 + c + 1)
+            img = imgs[r].detach().cpu()
+            ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"{names[r]}\n({classes[r]})", fontsize=7)
+    fig.tight_layout()
     _save_fig(fig, path)
 
 

@@ -13,16 +13,20 @@ Example:
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import ModelHubMixin
 from torch import Tensor, nn
 
+from augvae.checkpoint import LoadedModel, read_model_folder, save_model
 from augvae.config import ModelConfig
-from augvae.errors import InputError
+from augvae.errors import InputError, ModelFolderError
 
-__all__ = ["ConvVAE", "VAEOutput", "LossTerms", "check_images"]
+__all__ = ["ConvVAE", "VAEOutput", "LossTerms", "check_images", "load_model"]
 
 
 class VAEOutput(NamedTuple):
@@ -81,7 +85,8 @@ def _channels_last(x: Tensor) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-class ConvVAE(nn.Module):
+class ConvVAE(nn.Module, ModelHubMixin, library_name="augvae", tags=["vae", "data-augmentation", "defect-detection"],
+              docs_url="https://github.com/augvae/augvae"):
     """A convolutional VAE: ``encode(x) -> (mu, logvar)``, ``decode(z) -> x``.
 
     Encoder: ``stages`` x [conv 3x3 stride 2 + ReLU], flatten, dense ``hidden_dim`` + ReLU, then two
@@ -91,6 +96,11 @@ class ConvVAE(nn.Module):
 
     Args:
         config: The architecture; or pass its fields as keyword arguments.
+
+    Saving and loading use the names timm and diffusers users know: :meth:`save_pretrained` writes a
+    model folder (``config.json`` + ``model.safetensors``; see :mod:`augvae.checkpoint`) and
+    :meth:`from_pretrained` reads one, from a local folder or (through ``huggingface_hub``, where
+    there is network) from a Hub repository. ``save`` and ``load`` are aliases.
 
     Example:
         >>> import torch
@@ -244,25 +254,77 @@ class ConvVAE(nn.Module):
         """Decode many latent vectors in batches without gradients; returns CPU images."""
         return torch.cat([self.decode(z[s : s + batch_size].to(self.device)).cpu() for s in range(0, z.shape[0], batch_size)])
 
-    def save(self, path: str | os.PathLike[str], **extra: Any) -> None:
-        """Save as a model folder (``config.json`` + ``model.safetensors``); see :mod:`augvae.checkpoint`."""
-        from augvae.checkpoint import save_model
+    # -------------------------------------------------------------- model folders (and the Hub)
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (called by ``save_pretrained``)."""
+        save_model(save_directory, self)
 
-        save_model(path, self, **extra)
+    def save(self, path: str | os.PathLike[str], **kwargs: Any) -> None:
+        """Alias of :meth:`save_pretrained`."""
+        self.save_pretrained(path, **kwargs)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> ConvVAE:
-        """Load a model folder written by :meth:`save` or by training. Never unpickles.
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str], *, device: str | torch.device = "cpu",
+                        revision: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
+                        force_download: bool = False, local_files_only: bool = False, token: str | bool | None = None,
+                        **model_kwargs: Any) -> ConvVAE:
+        """Load a model folder written by :meth:`save_pretrained` or by training; never unpickles.
+
+        Args:
+            pretrained_model_name_or_path: A local model folder, or a Hub repository id (``user/name``),
+                downloaded (only ``config.json`` and ``*.safetensors``) with ``huggingface_hub``.
+            device: Where to put the model.
+            revision, cache_dir, force_download, local_files_only, token: As in ``huggingface_hub``.
 
         Example:
             >>> import tempfile, torch
             >>> m = ConvVAE(latent_dim=3)
             >>> d = tempfile.mkdtemp()
-            >>> m.save(d)
+            >>> m.save_pretrained(d)
             >>> z = torch.zeros(1, 3)
-            >>> bool(torch.equal(ConvVAE.load(d).decode(z), m.decode(z)))
+            >>> bool(torch.equal(ConvVAE.from_pretrained(d).decode(z), m.decode(z)))
             True
         """
-        from augvae.checkpoint import load_model
+        if model_kwargs:
+            raise TypeError(f"unexpected argument(s) {', '.join(model_kwargs)}; the architecture comes from config.json")
+        return load_model(_local_folder(pretrained_model_name_or_path, revision, cache_dir, force_download, local_files_only, token),
+                          device).model
 
-        return load_model(path, device=device).model
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> ConvVAE:
+        """Alias of :meth:`from_pretrained` for a local folder."""
+        return cls.from_pretrained(path, device=device)
+
+
+def _local_folder(name: str | os.PathLike[str], revision: str | None, cache_dir: Any, force_download: bool,
+                  local_files_only: bool, token: Any) -> Path:
+    """A local folder as it is; anything that looks like a Hub id (``user/name``) is downloaded."""
+    path = Path(name)
+    text = os.fspath(name)
+    if path.exists() or not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text):
+        return path  # read_config explains what is wrong with a local path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(text, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                                      local_files_only=local_files_only, token=token,
+                                      allow_patterns=["config.json", "*.safetensors", "README.md"]))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
+        raise ModelFolderError(
+            f"{text!r} is neither a local model folder nor a downloadable Hub repository ({type(err).__name__}); "
+            "check the path, or the repository id and your network"
+        ) from None
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model folder with its config and data description (see :mod:`augvae.checkpoint`).
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> ConvVAE(latent_dim=2).save_pretrained(d)
+        >>> load_model(d).model.config.latent_dim
+        2
+    """
+    return read_model_folder(path, ConvVAE, device)

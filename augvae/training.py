@@ -33,12 +33,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from augvae._io import output_lock, save_tensors, write_csv
-from augvae.checkpoint import CHECKPOINT_FILE, LATENTS_FILE, WEIGHTS_FILE, read_config, read_tensors, write_config
-from augvae.config import ModelConfig, TrainConfig, config_to_dict, recipe_config
+from tqdm.auto import tqdm
+
+from augvae._io import check_output_folder, output_lock, save_tensors, write_csv
+from augvae.checkpoint import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    DEFECTS_FILE,
+    LATENTS_FILE,
+    WEIGHTS_FILE,
+    read_config,
+    read_tensors,
+    write_config,
+)
+from augvae.config import ExtractConfig, ModelConfig, TrainConfig, config_to_dict, recipe_config
 from augvae.data.images import ImageSet
-from augvae.errors import ConfigError, DataError
+from augvae.errors import ConfigError, DataError, ModelFolderError
 from augvae.model import ConvVAE, check_images
+from augvae.overlay.extract import extract_defects, vae_projector
 
 __all__ = ["train", "TrainResult", "OverlayBatchSampler", "resolve_device", "active_units", "epoch_lr"]
 
@@ -120,6 +132,7 @@ class TrainResult:
     active_units: int  #: latent dimensions that carry information (KL above 0.01 nats)
     out_dir: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    defects: dict[str, Tensor] | None = None  #: image, projection, residual, mask of the defect sources
 
 
 def active_units(kl_per_dim: Tensor, threshold: float = ACTIVE_KL_NATS) -> int:
@@ -177,6 +190,27 @@ def _as_images(data: ImageSet | Tensor) -> tuple[Tensor, Tensor, list[str], list
     raise DataError(f"training data must be an augvae ImageSet or a (N, C, H, W) tensor, got {type(data).__name__}")
 
 
+def _split_by_background(labels: Tensor, classes: list[str], background_class: str | None, train_on_defects: bool,
+                         recipe: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Indices of the images the VAE trains on, of the defect images, and of the defect-free ones (or None)."""
+    every = torch.arange(labels.shape[0])
+    if background_class is None:
+        return every, every[:0], None
+    if recipe != "small-set":
+        raise ConfigError("--background-class trains the VAE on the defect-free images with the small-set recipe; drop --recipe overlay")
+    if background_class not in classes:
+        raise DataError(f"background class {background_class!r} is not one of the classes ({', '.join(classes)}); "
+                        "pass the name of the defect-free class folder")
+    clean = labels == classes.index(background_class)
+    if int(clean.sum()) < 2:
+        raise DataError(f"background class {background_class!r} has {int(clean.sum())} image(s); the VAE of the defect-free "
+                        "surfaces needs at least 2 (put defect-free images in its folder)")
+    if bool(clean.all()):
+        raise DataError(f"every image is of the background class {background_class!r}: there are no defects to extract; "
+                        "add class folders with defect images")
+    return (every if train_on_defects else every[clean]), every[~clean], every[clean]
+
+
 def train(
     data: ImageSet | Tensor,
     model_config: ModelConfig | None = None,
@@ -187,6 +221,11 @@ def train(
     progress: bool = True,
     stop_after_epoch: int | None = None,
     background: int | None = None,
+    background_class: str | None = None,
+    train_on_defects: bool = False,
+    extract: ExtractConfig | None = None,
+    masks: Tensor | None = None,
+    names: Sequence[str] | None = None,
 ) -> TrainResult:
     """Train a VAE on ``data`` with a recipe; optionally save a model folder as it goes.
 
@@ -197,24 +236,39 @@ def train(
             Default: the paper's model at the data's size and channels.
         train_config: Recipe and optimizer settings; default the ``small-set`` recipe.
         out_dir: A model folder to write: config first, then weights, a resumable checkpoint and
-            the history after each ``checkpoint_every`` epochs, then latents and the loss plot.
+            the history after each ``checkpoint_every`` epochs, then latents, defects and the loss plot.
         resume: Continue from ``out_dir/checkpoint.safetensors`` if there is one.
         progress: Show a progress bar.
         stop_after_epoch: Stop (with a checkpoint) after this epoch, as an interruption would.
-        background: Index of a defect-free image in ``data``: stored in the model folder as the
-            reference of the ``offset`` and ``residual`` overlays, and never drawn as a defect.
+        background: Index of one defect-free image in ``data``: stored as the reference of the
+            ``offset`` and ``residual`` overlays, and never drawn as a defect.
+        background_class: The defect-free class of ``data``: the VAE trains on its images only (unless
+            ``train_on_defects``), and every other image becomes a defect source whose real defect
+            (image, projection, residual, mask) is stored for the ``transplant`` formulation.
+        train_on_defects: With ``background_class``: train on the defect images too.
+        extract: How defects are extracted (default :class:`~augvae.config.ExtractConfig`).
+        masks: ``(M, 1, S, S)`` pixel masks of the M defect images (in ``data`` order), used instead of
+            the estimated masks.
+        names: A distinct name per image (default the file stems), stored as the sources' names.
 
     Returns:
         A :class:`TrainResult` with the trained model (in eval mode) and its history.
     """
-    images, labels, classes, names = _as_images(data)
+    images, labels, classes, stems = _as_images(data)
+    names = list(names) if names is not None else stems
+    if len(names) != images.shape[0]:
+        raise DataError(f"{len(names)} names for {images.shape[0]} images; give one name per image")
     if images.ndim != 4 or images.shape[0] == 0:
         raise DataError(f"training data must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
     train_config = train_config or recipe_config("small-set")
     if model_config is None:
         model_config = ModelConfig(image_size=images.shape[-1], channels=images.shape[1])
     check_images(images, model_config.channels, model_config.image_size, "training images")
-    n = images.shape[0]
+    fit_idx, defect_idx, clean_idx = _split_by_background(labels, classes, background_class, train_on_defects, train_config.recipe)
+    if masks is not None and tuple(masks.shape) != (len(defect_idx), 1, *images.shape[-2:]):
+        raise DataError(f"masks must be one (1, {images.shape[-1]}, {images.shape[-1]}) mask per defect image "
+                        f"({len(defect_idx)}), got shape {tuple(masks.shape)}")
+    n = fit_idx.numel()
     if train_config.recipe == "overlay":
         if n < 2:
             raise DataError(f"the overlay recipe combines sources: it needs at least 2 source images, got {n}; pass more --sources")
@@ -223,6 +277,11 @@ def train(
         OverlayBatchSampler(n, train_config.copies, train_config.batch_size, torch.Generator())  # validates batch size
     elif n < 2:
         raise DataError(f"the small-set recipe needs at least 2 images, got {n}; add images to the folder")
+    if background is not None and not 0 <= background < images.shape[0]:
+        raise ConfigError(f"background index {background} is outside the {images.shape[0]} training images")
+    batches_per_epoch = OverlayBatchSampler(n, train_config.copies, train_config.batch_size, torch.Generator()).__len__() \
+        if train_config.recipe == "overlay" else math.ceil(n / train_config.batch_size)
+    _check_work(batches_per_epoch * train_config.epochs, train_config)
 
     device = resolve_device(train_config.device)
     torch.manual_seed(train_config.seed)  # the initial weights
@@ -231,11 +290,11 @@ def train(
     history: list[dict[str, float]] = []
     start_epoch = 1
     data_desc = {"classes": classes, "names": names, "labels": labels.tolist(), "recipe": train_config.recipe,
-                 "background": background}
-    if background is not None and not 0 <= background < n:
-        raise ConfigError(f"background index {background} is outside the {n} training images")
+                 "background": background, "background_class": background_class, "defect_sources": defect_idx.tolist()}
 
     root = Path(out_dir) if out_dir is not None else None
+    if root is not None:
+        check_output_folder(root, "model", own_files=(CONFIG_FILE, CHECKPOINT_FILE, WEIGHTS_FILE))
     lock = output_lock(root) if root is not None else None
     if lock is not None:
         lock.__enter__()
@@ -245,15 +304,12 @@ def train(
             if resume and ckpt.exists():
                 start_epoch, history = _resume(root, model, optimizer, model_config, train_config)
                 log.info("resuming %s from epoch %d", root, start_epoch)
-            elif not resume and (root / WEIGHTS_FILE).exists():
-                raise ConfigError(
-                    f"{root} already holds a model; pass --resume to continue it, or choose another --out folder"
-                )
+            elif not resume and ((root / WEIGHTS_FILE).exists() or ckpt.exists()):
+                raise ConfigError(f"{root} already holds a model; pass --resume to continue it, or delete the folder (or "
+                                  "choose another --out) to start fresh")
             write_config(root, model_config, train_config, data_desc)
 
-        images_dev, n_batches = images.to(device), 0
-        from tqdm.auto import tqdm
-
+        fit_images = images[fit_idx].to(device)  # (n, C, S, S): what the VAE learns
         bar = tqdm(range(start_epoch, train_config.epochs + 1), desc="train VAE", disable=not progress, unit="epoch",
                    initial=start_epoch - 1, total=train_config.epochs)
         for epoch in bar:
@@ -272,8 +328,10 @@ def train(
             sums = torch.zeros(3, dtype=torch.float64)
             kl_dims = torch.zeros(model_config.latent_dim, dtype=torch.float64)
             n_batches = 0
-            for idx in batches:
-                x = images_dev[torch.as_tensor(idx, device=device)]  # (B, C, S, S)
+            # Very long epochs (the overlay recipe with many copies) get a progress bar of their own.
+            inner = tqdm(batches, desc=f"epoch {epoch}", leave=False, unit="batch", disable=not progress or len(batches) < 2000)
+            for idx in inner:
+                x = fit_images[torch.as_tensor(idx, device=device)]  # (B, C, S, S)
                 out = model(x, generator=gen)
                 terms = model.loss(x, out, beta)
                 optimizer.zero_grad(set_to_none=True)
@@ -283,10 +341,10 @@ def train(
                 kl_dims += terms.kl_per_dim.detach().cpu().double()
                 n_batches += 1
             if not all(math.isfinite(v) for v in sums.tolist()):
-                raise DataError(
-                    f"training diverged at epoch {epoch} (loss is NaN or infinite); lower --lr (now {train_config.lr}) "
-                    "or use --optimizer adam"
-                )
+                kept = f"; {root} keeps the checkpoint of epoch {history[-1]['epoch']}" if root is not None and history else ""
+                where = f": delete {root} (or choose another --out) and " if root is not None else ": "
+                raise DataError(f"training diverged at epoch {epoch} (loss is NaN or infinite){kept}{where}retry with a lower "
+                                f"--lr (now {train_config.lr}) or --optimizer adam")
             mean = (sums / n_batches).tolist()
             kl_dims /= n_batches
             row = {"epoch": epoch, "loss": mean[0], "recon": mean[1], "kl": mean[2], "beta": beta,
@@ -301,20 +359,46 @@ def train(
         bar.close()
 
         model.eval()
-        mu, logvar, hidden = _encode_all(model, images, device)
+        # Every image is a source; the training images go first so that the first batch's activations are theirs.
+        order = torch.cat([fit_idx, torch.tensor([i for i in range(images.shape[0]) if i not in set(fit_idx.tolist())],
+                                                 dtype=torch.long)])
+        mu_o, logvar_o, hidden = _encode_all(model, images[order], device)
+        mu, logvar = torch.empty_like(mu_o), torch.empty_like(logvar_o)
+        mu[order], logvar[order] = mu_o, logvar_o
         result = TrainResult(model=model, history=history, mu=mu, logvar=logvar, active_units=0, out_dir=root)
         with torch.no_grad():
-            _check_collapse(result, model_config, mu, logvar, hidden)
-        if root is not None and history and history[-1]["epoch"] == train_config.epochs:
+            _check_collapse(result, model_config, mu[fit_idx], logvar[fit_idx], hidden)
+        if defect_idx.numel():
+            assert clean_idx is not None
+            ref = images[clean_idx[torch.randperm(len(clean_idx), generator=torch.Generator().manual_seed(0))]]
+            result.defects = extract_defects(images[defect_idx], vae_projector(model), extract, reference=ref, masks=masks)
+        finished = bool(history) and history[-1]["epoch"] == train_config.epochs
+        if root is not None and finished:
             # Written again here because a run killed between the last checkpoint and its weights file
             # resumes without training an epoch: the folder must still end with the final weights.
             save_tensors(root / WEIGHTS_FILE, model.state_dict())
+            if result.defects is not None:
+                save_tensors(root / DEFECTS_FILE, result.defects)
             save_tensors(root / LATENTS_FILE, {"mu": mu, "logvar": logvar, "labels": labels})
             _plot_history(root / "loss.png", history)
         return result
     finally:
         if lock is not None:
             lock.__exit__(None, None, None)
+
+
+#: Optimizer steps above which training is refused: at about 20 steps/s on a CPU, a week.
+MAX_TRAIN_STEPS = 10_000_000
+
+
+def _check_work(steps: int, cfg: TrainConfig) -> None:
+    if steps > MAX_TRAIN_STEPS:
+        raise ConfigError(
+            f"this run would take {steps:,} optimizer steps ({cfg.epochs} epochs), more than the {MAX_TRAIN_STEPS:,} augvae "
+            "accepts (about a week on a CPU); lower --epochs or --copies"
+        )
+    if steps > 200_000:
+        log.warning("this run takes %s optimizer steps: hours on a CPU; lower --epochs or --copies for a quicker one", f"{steps:,}")
 
 
 @torch.no_grad()
@@ -345,18 +429,18 @@ def _check_collapse(result: TrainResult, cfg: ModelConfig, mu: Tensor, logvar: T
         log.warning(msg)
         result.warnings.append(msg)
     spread = float(mu.std(0).max()) if mu.shape[0] > 1 else 0.0
-    if result.active_units < cfg.latent_dim or spread < 0.05:
-        msg = (
-            f"posterior collapse: {result.active_units} of {cfg.latent_dim} latent dimensions are active "
-            f"(KL > {ACTIVE_KL_NATS} nats) and the training means spread by at most {spread:.3f}; "
-            "images that share one cluster cannot be overlaid. Remedies: --beta 0.5 (a KL weight below 1), "
-            "--kl-warmup-epochs 2, --activation leaky_relu, or a larger --latent-dim"
-        )
-        if result.active_units == 0 or spread < 0.05:
-            log.warning(msg)
-            result.warnings.append(msg)
-        else:
-            log.info(msg)
+    remedies = ("Remedies: --beta 0.5 (a KL weight below 1), --kl-warmup-epochs 2, --activation leaky_relu, or a larger "
+                "--latent-dim")
+    if result.active_units == 0 or spread < 0.05:
+        what = (f"no latent dimension carries information (KL <= {ACTIVE_KL_NATS} nats in each of {cfg.latent_dim})"
+                if result.active_units == 0 else
+                f"the training images' latent means spread by at most {spread:.3f} (every image sits in one cluster)")
+        msg = f"posterior collapse: {what}, so images cannot be told apart or overlaid. {remedies}"
+        log.warning(msg)
+        result.warnings.append(msg)
+    elif result.active_units < cfg.latent_dim:
+        log.info("%d of %d latent dimensions are active (KL > %s nats); the rest are unused. %s", result.active_units,
+                 cfg.latent_dim, ACTIVE_KL_NATS, remedies)
 
 
 def _dead_hidden_units(model: ConvVAE, hidden: Tensor) -> int | None:
@@ -389,12 +473,27 @@ def _resume(root: Path, model: ConvVAE, opt: torch.optim.Optimizer, mcfg: ModelC
         raise ConfigError(f"cannot resume {root}: its model config {config_to_dict(saved_model)} differs from this run's {config_to_dict(mcfg)}")
     if saved_train is not None and replace(saved_train, epochs=tcfg.epochs, device=tcfg.device) != tcfg:
         raise ConfigError(f"cannot resume {root}: its training config differs from this run's (only --epochs and --device may change)")
-    tensors = read_tensors(root / CHECKPOINT_FILE, "")
-    with safe_open(str(root / CHECKPOINT_FILE), framework="pt") as f:
-        meta = f.metadata()
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    _restore_optimizer(opt, tensors, json.loads(meta["optimizer"]))
-    return int(meta["epoch"]) + 1, json.loads(meta["history"])
+    path = root / CHECKPOINT_FILE
+    fresh = f"delete {root} (or choose another --out) and train without --resume to start fresh"
+    tensors = read_tensors(path, "")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        epoch, history = int(meta["epoch"]), json.loads(meta["history"])
+        opt_meta = json.loads(meta["optimizer"])
+        if epoch < 1 or not isinstance(history, list) or len(history) != epoch or not isinstance(opt_meta, dict):
+            raise ValueError(f"epoch {epoch} with {len(history) if isinstance(history, list) else 'no'} history rows")
+        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        expected = model.state_dict()
+        if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+            raise ValueError("its weights are of another architecture")
+        model.load_state_dict(state)
+        _restore_optimizer(opt, tensors, opt_meta)
+    except (KeyError, ValueError, TypeError, RuntimeError, json.JSONDecodeError) as err:
+        reason = f"missing {err}" if isinstance(err, KeyError) else str(err).splitlines()[0][:120]
+        raise ModelFolderError(f"{path} cannot be resumed ({type(err).__name__}: {reason}): it is damaged or from another "
+                               f"model; {fresh}") from None
+    return epoch + 1, history
 
 
 def _plot_history(path: Path, history: Sequence[dict[str, float]]) -> None:

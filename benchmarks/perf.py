@@ -471,7 +471,7 @@ class TensorDataset(torch.utils.data.Dataset):
 
 def model_folder(root: Path, size: int) -> Path:
     """A model folder of the paper's architecture with sources of the four classes (weights untrained: timing only)."""
-    from augvae.policy import example_model_folder
+    from augvae.testing import example_model_folder
 
     return example_model_folder(root / f"vae{size}", classes=CLASSES, per_class=3, image_size=size, latent_dim=2)
 

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from augvae.albumentations import LABEL_KEY, VAEOverlay
-from augvae.policy import example_model_folder
+from augvae.testing import example_model_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,7 +16,7 @@ from augvae.errors import AugvaeError, ConfigError, DataError
 
 # A bench that finishes in seconds: 32 px, a few steps, 2 seeds, k in {2, 3}.
 TINY = {"per_class": (2, 3), "seeds": 2, "image_size": 32, "steps": 6, "batch_size": 8, "vae_steps": 8, "prior_steps": 4,
-        "latent_dim": 4, "vae_hidden_dim": 16, "test_fraction": 0.4, "threads": 1}
+        "vae": {"latent_dim": 4, "hidden_dim": 16}, "test_fraction": 0.4, "threads": 1, "convergence_check": False}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,8 @@ def test_tiny_bench_writes_every_file(tiny_run: tuple[Path, BenchConfig, dict]) 
     for name in ("results.json", "report.md", "accuracy_vs_k.png", "per_class_f1.png", "bench.json", "split.csv"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert sorted(p.name for p in (out / "grids").glob("*.png")) == [
-        f"{kind}-k{k}-s{s}.png" for kind in ("overlay", "prior") for k in (2, 3) for s in (0, 1)]
+        f"{kind}-k{k}-s{s}.png" for kind in sorted(("overlay", "prior", "transplant", "blurmask", "cutpaste")) for k in (2, 3)
+        for s in (0, 1)]
     res = json.loads((out / "results.json").read_text())
     assert res["complete"] and res["command"] == ["augvae", "bench", "test"]
     assert {"torch", "timm", "albumentations", "scipy", "augvae"} <= set(res["versions"])
@@ -57,12 +58,14 @@ def test_tiny_bench_writes_every_file(tiny_run: tuple[Path, BenchConfig, dict]) 
     m = cell["metrics"]
     assert set(m) == {"accuracy", "macro_f1", "balanced_accuracy", "per_class_f1", "confusion"}
     assert np.asarray(m["confusion"]).shape == (4, 4) and np.asarray(m["confusion"]).sum() == cell["n_test"]
-    assert cell["n_train_real"] == 12 and cell["n_generated"] == 12 and cell["steps"] == cfg.steps
+    assert cell["n_train_real"] == 12 and 0 < cell["n_generated"] <= cfg.steps * cfg.batch_size and cell["steps"] == cfg.steps
     q = cell["quality"]["overall"]
-    assert 0.0 <= q["label_agreement"] <= 1.0 and q["nn_rmse"] > 0 and q["n_generated"] == 12
+    assert 0.0 <= q["label_agreement"] <= 1.0 and q["nn_rmse"] > 0 and q["n_generated"] == 64
     assert cell["settings"] == cfg.cell_settings() and cell["train_seconds"] > 0
     report = (out / "report.md").read_text()
     assert "Paired difference in accuracy versus `original`" in report and "paired t" in report and "Wilcoxon" in report
+    assert "Budget-cut run: 6 optimizer steps" in report.splitlines()[6] or "Budget-cut run: 6 optimizer steps" in report
+    assert "best generated arm against the best baseline" in report and "best transplant arm against the best control" in report
 
 
 def test_every_arm_trains_the_same_number_of_steps(tiny_run: tuple[Path, BenchConfig, dict]) -> None:
@@ -229,7 +232,7 @@ def _write_split(path: Path, data_dir: Path, test_per_class: int = 2, drop_test_
 def test_test_rows_are_never_trained_on(bench_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Record every image the VAEs and the classifiers train on; none is a test row of the split file."""
     from augvae import training
-    from augvae.bench import arms, runner
+    from augvae.bench import arms, runner, split as bsplit
 
     split = _write_split(tmp_path / "splits.csv", bench_data)
     with open(split, newline="") as fh:
@@ -241,17 +244,18 @@ def test_test_rows_are_never_trained_on(bench_data: Path, tmp_path: Path, monkey
         seen_vae.append(data)
         return real_train(data, *a, **kw)
 
-    def spy_fit(model, images, targets, *a, **kw):
-        seen_clf.append(images)
-        return real_fit(model, images, targets, *a, **kw)
+    def spy_fit(model, ts, *a, **kw):
+        seen_clf.append(ts.images)
+        return real_fit(model, ts, *a, **kw)
 
-    monkeypatch.setattr(training, "train", spy_train)
-    monkeypatch.setattr(arms, "fit_classifier", spy_fit)
-    monkeypatch.setattr(runner, "fit_classifier", spy_fit)
+    from augvae.bench import cells
+
+    monkeypatch.setattr(arms, "train", spy_train)
+    monkeypatch.setattr(cells, "fit_classifier", spy_fit)
     out = tmp_path / "out"
     cfg = BenchConfig(arms=("original", "vae", "vae-prior"), **{**TINY, "per_class": (3,), "seeds": 1})
     runner.run_bench(bench_data, out, cfg, split_file=split, progress=False)
-    bd = runner.prepare_data(bench_data, cfg, split)
+    bd = bsplit.prepare_data(bench_data, cfg, split)
     test_images = bd.data.images[bd.test]
     assert len(seen_vae) == 1 + 4 and len(seen_clf) == 3  # shared VAE + 4 per-class VAEs; 3 classifiers
     for data in seen_vae:
@@ -259,7 +263,7 @@ def test_test_rows_are_never_trained_on(bench_data: Path, tmp_path: Path, monkey
         for img in data.images:  # and not a test image under another name
             assert not (test_images == img).flatten(1).all(1).any()
     for images in seen_clf:
-        for img in images[:12]:  # the real part (3 per class x 4); the rest is generated
+        for img in images:  # the real training images (generated ones are made from them during training)
             assert not (test_images == img).flatten(1).all(1).any()
     for p in (out / "cells").glob("*.json"):
         used = {str((bench_data / t).resolve()) for t in json.loads(p.read_text())["train_paths"]}
@@ -267,18 +271,18 @@ def test_test_rows_are_never_trained_on(bench_data: Path, tmp_path: Path, monkey
 
 
 def test_leak_check_stops_a_leaking_draw(bench_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from augvae.bench import runner
+    from augvae.bench import cells, split
 
     cfg = BenchConfig(arms=("original",), **{**TINY, "per_class": (2,), "seeds": 1})
-    bd = runner.prepare_data(bench_data, cfg)
-    monkeypatch.setattr(runner, "draw_train", lambda bd, k, seed: np.concatenate([bd.pool[:2], bd.test[:1]]))
-    with pytest.raises(runner.TestLeakError, match="test image"):
-        runner.run_cell(bd, runner.Cell("small-cnn", "original", 2, 0), cfg, tmp_path, tmp_path / "cache")
+    bd = split.prepare_data(bench_data, cfg)
+    monkeypatch.setattr(cells, "draw_train", lambda bd, k, seed, *a: np.concatenate([bd.pool[:2], bd.test[:1]]))
+    with pytest.raises(split.TestLeakError, match="test image"):
+        cells.run_cell(bd, cells.Cell("small-cnn", "original", 2, 0), cfg, tmp_path, tmp_path / "cache", steps=4)
     assert not (tmp_path / "cells").exists()
 
 
 def test_group_file_keeps_groups_on_one_side(bench_data: Path, tmp_path: Path) -> None:
-    from augvae.bench.runner import prepare_data
+    from augvae.bench.split import prepare_data
 
     groups = tmp_path / "groups.csv"
     with open(groups, "w", newline="") as fh:
@@ -300,7 +304,7 @@ def test_group_file_keeps_groups_on_one_side(bench_data: Path, tmp_path: Path) -
 
 # ------------------------------------------------------------------------------------ errors
 def test_class_missing_from_test_is_a_clear_error(bench_data: Path, tmp_path: Path) -> None:
-    from augvae.bench.runner import prepare_data
+    from augvae.bench.split import prepare_data
 
     split = _write_split(tmp_path / "splits.csv", bench_data, drop_test_of="pore")
     with pytest.raises(DataError, match="pore have no test images"):
@@ -308,7 +312,7 @@ def test_class_missing_from_test_is_a_clear_error(bench_data: Path, tmp_path: Pa
 
 
 def test_per_class_larger_than_pool_is_a_clear_error(bench_data: Path, tmp_path: Path) -> None:
-    from augvae.bench.runner import prepare_data
+    from augvae.bench.split import prepare_data
 
     split = _write_split(tmp_path / "splits.csv", bench_data)  # 5 pool images per class
     with pytest.raises(DataError, match=r"--per-class 6 is larger than the pool .*lower --per-class to at most 5"):
@@ -316,7 +320,7 @@ def test_per_class_larger_than_pool_is_a_clear_error(bench_data: Path, tmp_path:
 
 
 def test_split_file_problems_are_clear_errors(bench_data: Path, tmp_path: Path) -> None:
-    from augvae.bench.runner import prepare_data
+    from augvae.bench.split import prepare_data
 
     cfg = BenchConfig(**{**TINY, "per_class": (1,)})
     bad = tmp_path / "bad.csv"
@@ -339,7 +343,7 @@ def test_split_file_problems_are_clear_errors(bench_data: Path, tmp_path: Path) 
         ({"arms": ("original", "gan")}, "unknown arm 'gan'"),
         ({"classifiers": ("resnet-18",)}, "unknown classifier 'resnet-18'.*resnet18"),
         ({"per_class": (0, 5)}, "per_class must hold positive"),
-        ({"steps": 0}, "steps must be >= 1"),
+        ({"steps": -1}, "steps must be >= 0"),
         ({"policy": "random"}, "unknown label policy"),
         ({"classifier_weights": "w.pth"}, "must be a .safetensors file"),
         ({"arms": ("original", "original")}, "twice"),
@@ -380,7 +384,8 @@ def test_cli_lists_cells_and_runs_one_then_reports(bench_data: Path, tmp_path: P
 
 
 def test_parallel_jobs_give_the_same_cells(bench_data: Path, tmp_path: Path) -> None:
-    from augvae.bench.runner import load_cells, run_bench
+    from augvae.bench.results import load_cells
+    from augvae.bench.runner import run_bench
 
     cfg = BenchConfig(arms=("original", "classic", "vae"), **{**TINY, "per_class": (2,), "seeds": 1})
     run_bench(bench_data, tmp_path / "one", cfg, progress=False)
@@ -420,7 +425,7 @@ def test_quick_comparison_returns_a_table(tmp_path: Path) -> None:
     from augvae.bench.quick import quick_comparison
 
     table = quick_comparison(tmp_path, seeds=1, progress=False, quick=True)
-    assert table.startswith("| arm") and "original" in table and "classic" in table and "vae" in table
+    assert table.startswith("| arm") and "original" in table and "classic" in table and "classic+transplant" in table
     assert (tmp_path / "report.md").is_file()
 
 
@@ -428,34 +433,34 @@ def test_quick_comparison_returns_a_table(tmp_path: Path) -> None:
 def test_overlays_onto_real_images(bench_data: Path, tmp_path: Path, policy: str) -> None:
     """overlay_base=real: a real training image plus decoded differences; k=1 gives the base itself."""
     from augvae.bench.arms import build_training_set
-    from augvae.bench.runner import draw_train, prepare_data
+    from augvae.bench.split import draw_train, prepare_data
 
     cfg = BenchConfig(arms=("vae",), **{**TINY, "per_class": (3,), "seeds": 1}, overlay_base="real", policy=policy, ratio=2.0)
     bd = prepare_data(bench_data, cfg)
     train_set = bd.data.subset(draw_train(bd, 3, 0))
     ts = build_training_set("vae", train_set, cfg, tmp_path, bd.data_key, 3, 0)
-    assert ts.generated is not None and ts.generated_targets is not None
-    assert ts.generated.shape == (24, 1, 32, 32) and 0 <= float(ts.generated.min()) and float(ts.generated.max()) <= 1
-    assert torch.allclose(ts.generated_targets.sum(1), torch.ones(24))
+    assert ts.bank is not None and ts.bank_targets is not None
+    assert ts.bank.shape == (24, 1, 32, 32) and 0 <= float(ts.bank.min()) and float(ts.bank.max()) <= 1
+    assert torch.allclose(ts.bank_targets.sum(1), torch.ones(24))
     if policy == "same-class":
-        assert ts.generated_targets.sum(0).tolist() == [6.0] * 4  # balanced, one-hot
+        assert ts.bank_targets.sum(0).tolist() == [6.0] * 4  # balanced, one-hot
     one = build_training_set("vae", train_set, cfg.replace(overlay_k=1), tmp_path, bd.data_key, 3, 0)
-    assert one.generated is not None
-    for img in one.generated:  # each is a real training image, untouched
+    assert one.bank is not None
+    for img in one.bank:  # each is a real training image, untouched
         assert (train_set.images == img).flatten(1).all(1).any()
 
 
 def test_library_overlays_use_the_policy_module(bench_data: Path, tmp_path: Path) -> None:
     """overlay_base=library: augvae.policy.overlay_batch onto real training images, labels from the policy."""
     from augvae.bench.arms import build_training_set
-    from augvae.bench.runner import draw_train, prepare_data
+    from augvae.bench.split import draw_train, prepare_data
 
     cfg = BenchConfig(arms=("vae",), **{**TINY, "per_class": (3,), "seeds": 1}, overlay_base="library")
     bd = prepare_data(bench_data, cfg)
     train_set = bd.data.subset(draw_train(bd, 3, 0))
     ts = build_training_set("vae", train_set, cfg, tmp_path, bd.data_key, 3, 0)
-    assert ts.generated is not None and ts.generated_targets is not None
-    assert ts.generated.shape == (12, 1, 32, 32) and 0 <= float(ts.generated.min()) and float(ts.generated.max()) <= 1
-    assert ts.generated_targets.sum(0).tolist() == [3.0] * 4  # same-class: each input keeps its (one-hot) label
+    assert ts.bank is not None and ts.bank_targets is not None
+    assert ts.bank.shape == (12, 1, 32, 32) and 0 <= float(ts.bank.min()) and float(ts.bank.max()) <= 1
+    assert ts.bank_targets.sum(0).tolist() == [3.0] * 4  # same-class: each input keeps its (one-hot) label
     soft = build_training_set("vae", train_set, cfg.replace(policy="soft"), tmp_path, bd.data_key, 3, 0)
-    assert soft.generated_targets is not None and torch.allclose(soft.generated_targets.sum(1), torch.ones(12))
+    assert soft.bank_targets is not None and torch.allclose(soft.bank_targets.sum(1), torch.ones(12))

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from augvae.errors import AugvaeError, ImageReadError, InputError
-from augvae.policy import example_model_folder
+from augvae.testing import example_model_folder
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subs
 
 from augvae.data import MixedDataset
 from augvae.errors import ConfigError, DataError, ModelFolderError
-from augvae.policy import example_model_folder
+from augvae.testing import example_model_folder
 
 CLASSES = ("crack", "pore", "scratch", "clean")
 CLEAN = 3

@@ -116,7 +116,10 @@ def test_interpolation_ends_at_the_reconstructions(trained: tuple) -> None:
 @pytest.mark.parametrize("formulation", ["sum", "mean", "offset"])
 def test_transform_latent_formulations_count_the_input_as_one_more_source(formulation: str) -> None:
     """The transforms' latent path (``policy.render``) adds the input's latent as a source of weight 1."""
-    from augvae.policy import OverlayOptions, draw_torch, example_model_folder, load_sources, make_plan, render
+    from augvae.overlay.engine import render
+    from augvae.overlay.policy import OverlayOptions, draw_torch, make_plan
+    from augvae.overlay.sources import load_sources
+    from augvae.testing import example_model_folder
 
     src = load_sources(example_model_folder())
     opts = OverlayOptions(formulation=formulation, k=2, scale=0.0, weight=(0.3, 1.0))

@@ -139,7 +139,7 @@ def test_residual_overlay_decodes_a_shared_background_once_with_the_same_result(
 
 def _reference_render(src, images, plan, opts, draws):  # type: ignore[no-untyped-def]
     """``augvae.policy.render``'s residual branch as first written: every slot of every image decoded."""
-    from augvae.policy import _resize
+    from augvae._imageops import resize as _resize
 
     b, ch, h, w_ = images.shape
     s = opts.slots
@@ -163,7 +163,10 @@ def _reference_render(src, images, plan, opts, draws):  # type: ignore[no-untype
 @pytest.mark.parametrize("policy", ["same-class", "onto-background", "soft"])
 @pytest.mark.parametrize("k,keep_input,p", [(1, True, 0.5), (2, True, 1.0), (2, False, 0.7)])
 def test_batch_overlay_decodes_only_weighted_slots_with_the_same_result(policy: str, k: int, keep_input: bool, p: float) -> None:
-    from augvae.policy import OverlayOptions, draw_torch, example_model_folder, load_sources, make_plan, render
+    from augvae.overlay.engine import render
+    from augvae.overlay.policy import OverlayOptions, draw_torch, make_plan
+    from augvae.overlay.sources import load_sources
+    from augvae.testing import example_model_folder
 
     src = load_sources(example_model_folder())
     opts = OverlayOptions(policy=policy, k=k, keep_input=keep_input, weight=(0.5, 1.5))

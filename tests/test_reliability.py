@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from augvae import ConvVAE, ModelConfig, ModelFolderError
-from augvae.checkpoint import load_model
+from augvae.model import load_model
 from augvae.config import TrainConfig, config_from_dict
 from augvae.errors import ConfigError, OutputLockedError
 

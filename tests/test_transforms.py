@@ -1,6 +1,6 @@
 """The albumentations / torchvision transforms and the batch transform (issue 3).
 
-Most tests use :func:`augvae.policy.example_model_folder`: an untrained model folder whose sources
+Most tests use :func:`augvae.testing.example_model_folder`: an untrained model folder whose sources
 decode visibly differently. A model trained for 1-2 epochs on a handful of images collapses (every
 source decodes to the same image), so its overlays are nearly the identity: fine for the smoke test
 on a really trained folder below, useless for "p=1 always changes the image".
@@ -21,7 +21,9 @@ from torchvision.transforms import v2
 
 from augvae.albumentations import VAEOverlay as AlbuOverlay
 from augvae.errors import ConfigError, InputError, ModelFolderError
-from augvae.policy import POLICIES, clear_cache, example_model_folder, load_sources
+from augvae.overlay import POLICIES
+from augvae.overlay.sources import clear_cache, load_sources
+from augvae.testing import example_model_folder
 from augvae.torchvision import BatchVAEOverlay
 from augvae.torchvision import VAEOverlay as TVOverlay
 
@@ -289,7 +291,9 @@ def test_batch_makes_no_host_round_trip(model_dir: Path, monkeypatch: pytest.Mon
 def test_accelerator_path_makes_no_host_round_trip_and_matches_cpu(model_dir: Path, policy: str, formulation: str,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The fixed-shape decode a GPU batch takes (``sparse=False``), run on CPU with host syncs refused."""
-    from augvae.policy import OverlayOptions, draw_torch, load_sources, overlay_batch
+    from augvae.overlay.engine import overlay_batch
+    from augvae.overlay.policy import OverlayOptions, draw_torch
+    from augvae.overlay.sources import load_sources
 
     src = load_sources(model_dir)
     opts = OverlayOptions(policy=policy, formulation=formulation, k=2, weight=(0.5, 1.5))

@@ -1,34 +1,41 @@
 """The arms of the benchmark: what each one trains on, and the one training loop they all share.
 
-===============  ==============================================================================
-arm              training data of the classifier
-===============  ==============================================================================
-``original``     the k real images per class, nothing else
-``classic``      the same, each batch through albumentations (flips, 90-degree rotations, a small
-                 affine, brightness/contrast)
-``vae``          the real images plus ``ratio`` x as many overlays from one VAE trained on this
-                 seed's real training images (never on test images)
-``classic+vae``  both: the extended set, each batch through the classic augmentation
-``vae-prior``    the real images plus images decoded from N(0, I) by per-class VAEs (the paper's
-                 section 3 approach), labelled with the class of the model that made them
-``mixup``        the real images, each batch mixed in pixel space (torchvision ``v2.MixUp`` /
-                 ``v2.CutMix``)
-===============  ==============================================================================
+=========================  ========================================================================
+arm                        training data of the classifier
+=========================  ========================================================================
+``original``               the real training images, nothing else
+``classic``                the same, each batch through albumentations (flips, 90-degree rotations,
+                           a small affine, brightness/contrast)
+``vae``                    the real images; each sample replaced with probability ``gen_p`` by one
+                           of ``ratio`` x as many overlays of one VAE trained on this seed's images
+``classic+vae``            both: the same stream, each batch through the classic augmentation
+``vae-prior``              as ``vae``, with images decoded from N(0, I) by per-class VAEs (the
+                           paper's section 3 approach)
+``mixup``                  the real images, each batch mixed in pixel space (``v2.MixUp`` / ``v2.CutMix``)
+``transplant``             the real images; each (defect) sample replaced with probability ``gen_p``
+                           by a real defect of its class, extracted by a VAE of the defect-free
+                           surfaces, transplanted onto a real defect-free image (defect-free setting)
+                           or onto another image of its class (no defect-free class)
+``blurmask``               as ``transplant``, the VAE's projection replaced by a Gaussian blur: a
+                           non-learned residual ``x - blur(x)`` and its mask (a control)
+``cutpaste``               as ``transplant``, the defect replaced by a random rectangle of the defect
+                           image, pasted (CutPaste; a control)
+``classic+...``            the same, each batch through the classic augmentation
+=========================  ========================================================================
 
 Every arm trains the same classifier from the same initial weights (per seed) with the same
-optimizer (AdamW), schedule (cosine decay) and **number of optimizer steps**: a larger training set
-means fewer passes over it, not more updates. Batches are drawn from a stream of permutations of
-the training set, so every batch has ``batch_size`` images whatever the set's size.
+optimizer (AdamW), schedule (cosine decay) and **number of optimizer steps**; batches are drawn
+from the real training images (class-balanced where ``balanced`` says so), and generated samples
+replace real ones of the same class, so the class balance of every arm is the same. All generated
+images come from the overlay engine (:mod:`augvae.overlay`).
 
-Trained VAEs are cached (one shared VAE per (k, seed) for the overlay arms, one set of per-class
-VAEs per (k, seed) for ``vae-prior``), keyed by every setting they depend on, so parallel cells
-and later runs reuse them; a blocking file lock makes one process train and the others wait.
+Trained VAEs are cached, keyed by every setting they depend on, so parallel cells and later runs
+reuse them; a blocking file lock makes one process train and the others wait.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -45,23 +52,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from augvae._io import blocking_lock, write_json
 from augvae.bench.config import BenchConfig
+from augvae.bench.split import settings_key
+from augvae.checkpoint import load_latents, save_model
+from augvae.config import recipe_config
 from augvae.data.images import ImageSet
 from augvae.errors import ConfigError
+from augvae.model import load_model
+from augvae.overlay.engine import overlay, overlay_batch, random_overlays
+from augvae.overlay.extract import blur_projector, extract_defects, vae_projector
+from augvae.overlay.policy import OverlayOptions, draw_torch
+from augvae.overlay.sources import load_sources, sources_from_defects
+from augvae.training import train
 
-__all__ = [
-    "ARM_SPECS",
-    "ArmSpec",
-    "TrainingSet",
-    "build_training_set",
-    "cache_lock",
-    "classic_transform",
-    "fit_classifier",
-    "make_mixer",
-    "prior_vaes",
-    "settings_key",
-    "shared_vae",
-]
+__all__ = ["ARM_SPECS", "ArmSpec", "TrainingSet", "build_training_set", "classic_transform", "fit_classifier", "make_mixer",
+           "balanced_for", "shared_vae"]
 
 log = logging.getLogger("augvae")
 
@@ -71,7 +77,7 @@ class ArmSpec:
     """What an arm adds to the real images."""
 
     classic: bool = False  #: albumentations on every batch
-    generated: str | None = None  #: None, "overlay" (shared VAE) or "prior" (per-class VAEs)
+    generated: str | None = None  #: None, overlay, prior, transplant, blurmask or cutpaste
     mix: bool = False  #: MixUp / CutMix on every batch
 
 
@@ -83,38 +89,13 @@ ARM_SPECS: dict[str, ArmSpec] = {
     "classic+vae": ArmSpec(classic=True, generated="overlay"),
     "vae-prior": ArmSpec(generated="prior"),
     "mixup": ArmSpec(mix=True),
+    "transplant": ArmSpec(generated="transplant"),
+    "classic+transplant": ArmSpec(classic=True, generated="transplant"),
+    "blurmask": ArmSpec(generated="blurmask"),
+    "classic+blurmask": ArmSpec(classic=True, generated="blurmask"),
+    "cutpaste": ArmSpec(generated="cutpaste"),
+    "classic+cutpaste": ArmSpec(classic=True, generated="cutpaste"),
 }
-
-
-# ------------------------------------------------------------------------------------ caching
-def settings_key(*parts: Any) -> str:
-    """A short stable hash of JSON-able parts: the cache key of an artifact."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-@contextlib.contextmanager
-def cache_lock(path: Path) -> Iterator[None]:
-    """Hold a blocking exclusive lock on ``path`` (a lock file): other processes wait for it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+")  # noqa: SIM115 - held for the block
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - Windows: best effort
-            pass
-        yield
-    finally:
-        f.close()
-
-
-def _publish_dir(tmp: Path, final: Path) -> None:
-    """Move a completely written folder into place (a folder appears whole or not at all)."""
-    if final.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    os.replace(tmp, final)
 
 
 # ------------------------------------------------------------------------------------ transforms
@@ -168,12 +149,7 @@ def _apply_classic(transform: Any, x: Tensor) -> Tensor:
 
 
 def make_mixer(mode: str, alpha: float, num_classes: int) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    """The ``mixup`` arm's batch transform: ``(images, int labels) -> (images, soft labels)``.
-
-    ``mode`` is ``mixup`` (``v2.MixUp``), ``cutmix`` (``v2.CutMix``) or ``both`` (a random choice
-    per batch, ``v2.RandomChoice``). It draws from torch's global generator, which the training
-    loop seeds.
-    """
+    """The ``mixup`` arm's batch transform: ``(images, int labels) -> (images, soft labels)`` (torch's global RNG)."""
     from torchvision.transforms import v2
 
     mixers = {"mixup": v2.MixUp(alpha=alpha, num_classes=num_classes), "cutmix": v2.CutMix(alpha=alpha, num_classes=num_classes)}
@@ -184,9 +160,47 @@ def make_mixer(mode: str, alpha: float, num_classes: int) -> Callable[[Tensor, T
     return mixers[mode]  # type: ignore[return-value]
 
 
-# ------------------------------------------------------------------------------------ training
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """Endless batches of ``batch_size`` indices from consecutive random permutations of ``range(n)``."""
+# ------------------------------------------------------------------------------------ what an arm trains on
+Generator = Callable[[Tensor, torch.Generator], tuple[Tensor, Tensor]]
+
+
+@dataclass
+class TrainingSet:
+    """What a classifier of one arm trains on: the real images and, for a generated arm, how to make more."""
+
+    images: Tensor  #: (N, C, S, S) the real training images
+    labels: Tensor  #: (N,) their classes
+    num_classes: int
+    generate: Generator | None = None  #: (classes (m,), generator) -> (images (m, C, S, S), targets (m, K))
+    generate_for: Tensor | None = None  #: (K,) bool: the classes whose samples may be replaced by generated ones
+    info: dict[str, Any] = field(default_factory=dict)
+    bank: Tensor | None = None  #: vae and vae-prior arms: the generated images the samples are drawn from
+    bank_targets: Tensor | None = None  #: (M, K) their targets
+
+    def sample(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
+        """``n`` generated images and targets, balanced over the classes that get them (for quality measures and grids)."""
+        assert self.generate is not None and self.generate_for is not None
+        classes = self.generate_for.nonzero().flatten()
+        labels = classes[torch.arange(n) % len(classes)]
+        return self.generate(labels, torch.Generator().manual_seed(seed))
+
+
+def balanced_for(cfg: BenchConfig, labels: Tensor, num_classes: int) -> bool:
+    """Whether batches are class-balanced: ``on``, ``off``, or ``auto`` (on when the class counts differ)."""
+    if cfg.balanced != "auto":
+        return cfg.balanced == "on"
+    counts = torch.bincount(labels, minlength=num_classes)
+    return bool(counts.max() != counts.min())
+
+
+def _batches(labels: Tensor, batch_size: int, balanced: bool, generator: torch.Generator) -> Iterator[Tensor]:
+    """Endless batches of indices: consecutive random permutations, or (balanced) classes drawn uniformly, then images."""
+    n = labels.shape[0]
+    if balanced:
+        counts = torch.bincount(labels).double()
+        weight = (1.0 / counts.clamp_min(1))[labels]  # every class gets the same total weight
+        while True:
+            yield torch.multinomial(weight, batch_size, replacement=True, generator=generator)
     buf = torch.empty(0, dtype=torch.long)
     while True:
         while buf.numel() < batch_size:
@@ -197,48 +211,73 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Te
 
 def fit_classifier(
     model: nn.Module,
-    images: Tensor,
-    targets: Tensor,
+    ts: TrainingSet,
     cfg: BenchConfig,
     seed: int,
     spec: ArmSpec,
     device: torch.device,
+    steps: int,
     progress: bool = False,
     desc: str = "classifier",
+    reference: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` for exactly ``cfg.steps`` AdamW steps on ``(images, targets)``.
+    """Train ``model`` for exactly ``steps`` AdamW steps on ``ts``.
 
     Args:
-        images: (N, C, S, S) float in [0, 1].
-        targets: (N, K) class probabilities (one-hot for real images, soft for some overlays).
-        seed: Seeds the batch order, the classic augmentation and the mixing draws.
+        ts: The training set (and its generator, for the generated arms).
+        seed: Seeds the batch order, the generated samples, the classic augmentation and the mixing draws.
         spec: Which batch transforms to apply (classic, mix).
+        steps: Optimizer steps.
+        reference: The real-data classifier of the cell: with ``cfg.filter_confidence``, generated samples
+            it gives less than that probability of their class are replaced by real ones.
 
     Returns:
-        ``{"seconds", "final_loss", "loss_curve"}`` (the loss averaged over tenths of the run).
+        ``{"seconds", "final_loss", "loss_curve", "generated", "filtered", "balanced"}``.
     """
     from tqdm.auto import tqdm
 
     model.to(device).train()
-    num_classes = targets.shape[1]
+    k = ts.num_classes
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     gen = torch.Generator().manual_seed(seed * 7919 + 17)
+    gen_images = torch.Generator().manual_seed(seed * 7919 + 29)  # generated samples: their own stream
     torch.manual_seed(seed * 7919 + 23)  # dropout and the mixing draws
-    batches = _batches(images.shape[0], cfg.batch_size, gen)
+    balanced = balanced_for(cfg, ts.labels, k)
+    batches = _batches(ts.labels, cfg.batch_size, balanced, gen)
     classic = classic_transform(seed) if spec.classic else None
-    mixer = make_mixer(cfg.mix, cfg.mix_alpha, num_classes) if spec.mix else None
+    mixer = make_mixer(cfg.mix, cfg.mix_alpha, k) if spec.mix else None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
     losses: list[float] = []
+    made = dropped = 0
     t0 = time.perf_counter()
-    for _ in tqdm(range(cfg.steps), desc=desc, disable=not progress, leave=False):
+    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
         idx = next(batches)
-        x, y = images[idx], targets[idx]
+        x, y = ts.images[idx], ts.labels[idx]
+        t = F.one_hot(y, k).float()
+        if ts.generate is not None and ts.generate_for is not None:
+            swap = ts.generate_for[y] & (torch.rand(len(idx), generator=gen) < cfg.gen_p)
+            if bool(swap.any()):
+                gx, gt = ts.generate(y[swap], gen_images)
+                if reference is not None and cfg.filter_confidence > 0:
+                    with torch.no_grad():
+                        prob = reference(gx.to(device)).softmax(1).cpu()
+                    keep = (prob * gt).sum(1) >= cfg.filter_confidence
+                    dropped += int((~keep).sum())
+                    rows = swap.nonzero().flatten()[keep]
+                    gx, gt = gx[keep], gt[keep]
+                    swap = torch.zeros_like(swap)
+                    swap[rows] = True
+                x, t = x.clone(), t.clone()
+                x[swap], t[swap] = gx, gt
+                made += int(swap.sum())
         if classic is not None:
             x = _apply_classic(classic, x)
         if mixer is not None:
-            x, y = mixer(x, y.argmax(1))
-        x, y = x.to(device), y.to(device)
-        loss = F.cross_entropy(model(x), y)
+            x, t = mixer(x, t.argmax(1))
+        x, t = x.to(device), t.to(device)
+        with autocast:
+            loss = F.cross_entropy(model(x).float(), t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -250,26 +289,22 @@ def fit_classifier(
     tenth = max(1, len(losses) // 10)
     curve = [float(np.mean(losses[i : i + tenth])) for i in range(0, len(losses), tenth)]
     model.eval()
-    return {"seconds": seconds, "final_loss": curve[-1], "loss_curve": curve}
+    return {"seconds": seconds, "final_loss": curve[-1], "loss_curve": curve, "generated": made, "filtered": dropped,
+            "balanced": balanced, "steps": steps}
 
 
 # ------------------------------------------------------------------------------------ VAEs
 def _vae_train(data: ImageSet, cfg: BenchConfig, steps: int, seed: int) -> Any:
-    from augvae.config import ModelConfig, recipe_config
-    from augvae.training import train
-
     n = len(data)
     batch = min(cfg.vae_batch_size, n)
     epochs = max(1, math.ceil(steps / math.ceil(n / batch)))
-    mcfg = ModelConfig(image_size=cfg.image_size, channels=cfg.channels, latent_dim=cfg.latent_dim, beta=cfg.beta,
-                       hidden_dim=cfg.vae_hidden_dim, activation=cfg.vae_activation)
     tcfg = recipe_config("small-set", epochs=epochs, batch_size=batch, seed=seed, device=cfg.device, checkpoint_every=epochs,
                          kl_warmup_epochs=round(cfg.vae_kl_warmup * epochs))
     quiet = logging.getLogger("augvae")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # collapse warnings go into the cell record, not the console
     try:
-        return train(data, mcfg, tcfg, progress=False), tcfg
+        return train(data, cfg.vae, tcfg, progress=False), tcfg
     finally:
         quiet.setLevel(level)
 
@@ -289,11 +324,8 @@ class CachedVAE:
 
 def _train_or_load(folder: Path, data: ImageSet, cfg: BenchConfig, steps: int, seed: int) -> CachedVAE:
     """Load the VAE cached in ``folder``, or train and cache it (``folder`` and then ``folder.json``, the marker)."""
-    from augvae._io import write_json
-    from augvae.checkpoint import load_latents, load_model, save_model
-
     marker = folder.with_name(folder.name + ".json")
-    with cache_lock(folder.with_name(f".{folder.name}.lock")):
+    with blocking_lock(folder.with_name(f".{folder.name}.lock")):
         if not marker.exists():
             shutil.rmtree(folder, ignore_errors=True)  # a folder without its marker is from an interrupted run
             t0 = time.perf_counter()
@@ -301,14 +333,17 @@ def _train_or_load(folder: Path, data: ImageSet, cfg: BenchConfig, steps: int, s
             last = result.history[-1]
             info = {"seconds": time.perf_counter() - t0, "epochs": tcfg.epochs, "steps": steps, "images": len(data),
                     "final_loss": last["loss"], "final_recon": last["recon"], "final_kl": last["kl"],
-                    "active_units": result.active_units, "latent_dim": cfg.latent_dim, "warnings": result.warnings,
+                    "active_units": result.active_units, "latent_dim": cfg.vae.latent_dim, "warnings": result.warnings,
                     "train_paths": list(data.paths)}
             tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
             save_model(tmp, result.model, train_config=tcfg,
                        data={"classes": data.classes, "names": [Path(p).stem for p in data.paths], "labels": data.labels.tolist()},
                        latents={"mu": result.mu, "logvar": result.logvar, "labels": data.labels})
-            _publish_dir(tmp, folder)
+            if folder.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)  # the folder appears whole or not at all
             write_json(marker, info)
         loaded = load_model(folder)
         lat = load_latents(folder)
@@ -318,53 +353,49 @@ def _train_or_load(folder: Path, data: ImageSet, cfg: BenchConfig, steps: int, s
                      folder)
 
 
-def _vae_key(cfg: BenchConfig, data_key: str, steps_field: str) -> str:
-    return settings_key(data_key, cfg.image_size, cfg.channels, cfg.latent_dim, cfg.beta, getattr(cfg, steps_field), cfg.vae_batch_size,
-                        cfg.vae_hidden_dim, cfg.vae_activation, cfg.vae_kl_warmup)
+def _vae_key(cfg: BenchConfig, data_key: str, steps: int, paths: list[str]) -> str:
+    return settings_key(data_key, sorted(paths), cfg.vae, steps, cfg.vae_batch_size, cfg.vae_kl_warmup)
 
 
 def shared_vae(cache: Path, data_key: str, train_set: ImageSet, cfg: BenchConfig, k: int, seed: int) -> CachedVAE:
     """The one VAE of the overlay arms for (k, seed): trained on ``train_set`` (all classes) once, then cached."""
-    folder = cache / "vae" / _vae_key(cfg, data_key, "vae_steps") / f"k{k}-s{seed}"
+    folder = cache / "vae" / _vae_key(cfg, data_key, cfg.vae_steps, train_set.paths) / f"k{k}-s{seed}"
     return _train_or_load(folder, train_set, cfg, cfg.vae_steps, seed)
 
 
-def prior_vaes(cache: Path, data_key: str, train_set: ImageSet, cfg: BenchConfig, k: int, seed: int) -> list[CachedVAE]:
+def _surface_vae(cache: Path, data_key: str, clean: ImageSet, cfg: BenchConfig) -> CachedVAE:
+    """The VAE of the defect-free surfaces: trained on the defect-free training images only (shared by every cell that has them)."""
+    folder = cache / "surface-vae" / _vae_key(cfg, data_key, cfg.vae_steps, clean.paths)
+    return _train_or_load(folder, clean, cfg, cfg.vae_steps, 0)
+
+
+def _prior_vaes(cache: Path, data_key: str, train_set: ImageSet, cfg: BenchConfig, k: int, seed: int) -> list[CachedVAE]:
     """The per-class VAEs of ``vae-prior`` for (k, seed), one per class, each on that class's images only."""
-    root = cache / "prior" / _vae_key(cfg, data_key, "prior_steps") / f"k{k}-s{seed}"
     out = []
-    for c, name in enumerate(train_set.classes):
+    for c in range(len(train_set.classes)):
         part = train_set.subset(train_set.labels == c)
+        root = cache / "prior" / _vae_key(cfg, data_key, cfg.prior_steps, part.paths) / f"k{k}-s{seed}"
         out.append(_train_or_load(root / f"class{c}", part, cfg, cfg.prior_steps, seed * 101 + c))
     return out
 
 
-# ------------------------------------------------------------------------------------ data of an arm
-@dataclass
-class TrainingSet:
-    """What a classifier of one arm trains on."""
-
-    images: Tensor  #: (N, C, S, S): real images first, then generated ones
-    targets: Tensor  #: (N, K) class probabilities
-    n_real: int
-    generated: Tensor | None = None  #: the generated images (also the tail of ``images``)
-    generated_targets: Tensor | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-
+# ------------------------------------------------------------------------------------ generated images
 def _one_hot(labels: Tensor, k: int) -> Tensor:
     return F.one_hot(labels, k).float()
 
 
+def _split_evenly(n: int, parts: int) -> list[int]:
+    base, extra = divmod(n, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
 @torch.no_grad()
 def _library_overlays(vae: CachedVAE, train_set: ImageSet, n: int, cfg: BenchConfig, seed: int) -> tuple[Tensor, Tensor]:
-    """``overlay_base="library"``: what a user of :mod:`augvae.policy` gets (as behind ``augvae.torchvision.VAEOverlay``).
+    """``overlay_base="library"``: what a user of the transforms gets (:func:`augvae.overlay.engine.overlay_batch`).
 
-    Each real training image in turn (balanced over the classes) gets ``overlay_k - 1`` sources
-    drawn by the label policy and overlaid onto it (``keep_input=True``).
+    Each real training image in turn (balanced over the classes) gets ``overlay_k - 1`` sources drawn
+    by the label policy and overlaid onto it (``keep_input=True``).
     """
-    from augvae.policy import OverlayOptions, draw_torch, load_sources, overlay_batch
-
     if vae.folder is None:
         raise ConfigError("the library overlays need the VAE's model folder")
     src = load_sources(vae.folder, classes=train_set.classes)
@@ -375,74 +406,18 @@ def _library_overlays(vae: CachedVAE, train_set: ImageSet, n: int, cfg: BenchCon
     out, labels = [], []
     for s in range(0, n, 256):
         b = base[s : s + 256]
-        draws = draw_torch(src, opts, len(b), generator=gen, device="cpu")
-        x, y = overlay_batch(src, train_set.images[b], train_set.labels[b], opts, draws)
+        x, y = overlay_batch(src, train_set.images[b], train_set.labels[b], opts, draw_torch(src, opts, len(b), generator=gen,
+                                                                                              device="cpu"))
         out.append(x.cpu())
         labels.append(y.cpu() if y.ndim == 2 else _one_hot(y.cpu(), len(train_set.classes)))
     return torch.cat(out), torch.cat(labels).float()
 
 
-def _overlays(vae: CachedVAE, train_set: ImageSet, n: int, cfg: BenchConfig, seed: int) -> tuple[Tensor, Tensor]:
-    from augvae.overlay import random_overlays
-
-    if cfg.overlay_base == "library":
-        return _library_overlays(vae, train_set, n, cfg, seed)
-    classes = train_set.classes
-    source_classes = [classes[i] for i in vae.labels.tolist()]
-    same = cfg.policy == "same-class"
-    if same:
-        short = [c for c in classes if source_classes.count(c) < cfg.overlay_k]
-        if short:
-            raise ConfigError(
-                f"the same-class policy combines {cfg.overlay_k} images of one class, but class(es) {', '.join(short)} have fewer "
-                f"training images; lower --overlay-k or raise --per-class"
-            )
-        # Equal numbers per class: draw each class's share separately. The reference of the offset
-        # and residual formulations is then the centroid of that class's training images, so an
-        # overlay is the class's typical image plus the deviations of its k sources.
-        imgs, tgts = [], []
-        shares = _split_evenly(n, len(classes))
-        for c, m in enumerate(shares):
-            if m == 0:
-                continue
-            sel = (vae.labels == c).nonzero().flatten()
-            gen = torch.Generator().manual_seed(seed * 1009 + c)
-            if cfg.overlay_base == "real":
-                imgs.append(_onto_real(vae, train_set.images, sel, m, cfg, gen))
-                tgts.append(_one_hot(torch.full((m,), c), len(classes)))
-                continue
-            x, _ = random_overlays(vae.model, vae.mu[sel], vae.logvar[sel], [vae.names[i] for i in sel.tolist()],
-                                   [classes[c]] * len(sel), m, k=cfg.overlay_k, formulation=cfg.formulation,
-                                   scale=cfg.overlay_scale, same_class=True, generator=gen)
-            imgs.append(x)
-            tgts.append(_one_hot(torch.full((m,), c), len(classes)))
-        return torch.cat(imgs), torch.cat(tgts)
-    gen = torch.Generator().manual_seed(seed * 1009)
-    if cfg.overlay_base == "real":
-        picks = torch.stack([torch.randperm(len(vae.labels), generator=gen)[: cfg.overlay_k] for _ in range(n)])
-        x = _onto_real(vae, train_set.images, torch.arange(len(vae.labels)), n, cfg, gen, picks)
-        tg = _one_hot(vae.labels[picks], len(classes)).mean(1)
-        return x, tg
-    x, records = random_overlays(vae.model, vae.mu, vae.logvar, vae.names, source_classes, n, k=cfg.overlay_k,
-                                 formulation=cfg.formulation, scale=cfg.overlay_scale, same_class=False, generator=gen)
-    index = {name: i for i, name in enumerate(classes)}
-    tg = torch.zeros(n, len(classes))
-    for i, r in enumerate(records):
-        for name in r.classes:
-            tg[i, index[name]] += 1.0 / len(r.classes)
-    return x, tg
-
-
 @torch.no_grad()
 def _onto_real(vae: CachedVAE, images: Tensor, sel: Tensor, m: int, cfg: BenchConfig, gen: torch.Generator,
                picks: Tensor | None = None) -> Tensor:
-    """``overlay_base="real"``: ``x_i + sum_j (decode(z_j) - decode(z_i))`` for a real image ``x_i``.
-
-    The first of each row's ``overlay_k`` distinct sources (drawn from ``sel``) is the base: its real
-    pixels are kept, and the decoded differences of the other sources from it are added, so the
-    base keeps the fine texture a VAE cannot reproduce. ``picks`` (m, k) overrides the draw.
-    """
-    from augvae.overlay import overlay, sample_around
+    """``overlay_base="real"``: ``x_i + sum_j (decode(z_j) - decode(z_i))`` for a real image ``x_i`` (the engine's ``overlay``)."""
+    from augvae.overlay.combine import sample_around
 
     if picks is None:
         picks = torch.stack([sel[torch.randperm(len(sel), generator=gen)[: cfg.overlay_k]] for _ in range(m)])
@@ -450,14 +425,46 @@ def _onto_real(vae: CachedVAE, images: Tensor, sel: Tensor, m: int, cfg: BenchCo
     if others.shape[1] == 0:  # overlay_k == 1: nothing to add
         return images[base].clone()
     z = sample_around(vae.mu[others], vae.logvar[others], cfg.overlay_scale, gen)
-    out = [overlay(vae.model, z[s : s + 256], "residual", z_background=vae.mu[base[s : s + 256]],
-                   x_background=images[base[s : s + 256]]).cpu() for s in range(0, m, 256)]
-    return torch.cat(out)
+    return torch.cat([overlay(vae.model, z[s : s + 256], "residual", z_background=vae.mu[base[s : s + 256]],
+                              x_background=images[base[s : s + 256]]).cpu() for s in range(0, m, 256)])
 
 
-def _split_evenly(n: int, parts: int) -> list[int]:
-    base, extra = divmod(n, parts)
-    return [base + (1 if i < extra else 0) for i in range(parts)]
+def _overlays(vae: CachedVAE, train_set: ImageSet, n: int, cfg: BenchConfig, seed: int) -> tuple[Tensor, Tensor]:
+    """The bank of the ``vae`` arms: ``n`` overlays (see :attr:`BenchConfig.overlay_base`)."""
+    if cfg.overlay_base == "library":
+        return _library_overlays(vae, train_set, n, cfg, seed)
+    classes = train_set.classes
+    source_classes = [classes[i] for i in vae.labels.tolist()]
+    if cfg.policy == "same-class":
+        short = [c for c in classes if source_classes.count(c) < cfg.overlay_k]
+        if short:
+            raise ConfigError(f"the same-class policy combines {cfg.overlay_k} images of one class, but class(es) {', '.join(short)} "
+                              "have fewer training images; lower --overlay-k or raise --per-class")
+        imgs, tgts = [], []
+        for c, m in enumerate(_split_evenly(n, len(classes))):
+            if m == 0:
+                continue
+            sel = (vae.labels == c).nonzero().flatten()
+            gen = torch.Generator().manual_seed(seed * 1009 + c)
+            if cfg.overlay_base == "real":
+                imgs.append(_onto_real(vae, train_set.images, sel, m, cfg, gen))
+            else:
+                imgs.append(random_overlays(vae.model, vae.mu[sel], vae.logvar[sel], [vae.names[i] for i in sel.tolist()],
+                                            [classes[c]] * len(sel), m, k=cfg.overlay_k, formulation=cfg.formulation,
+                                            scale=cfg.overlay_scale, same_class=True, generator=gen)[0])
+            tgts.append(_one_hot(torch.full((m,), c), len(classes)))
+        return torch.cat(imgs), torch.cat(tgts)
+    gen = torch.Generator().manual_seed(seed * 1009)
+    if cfg.overlay_base == "real":
+        picks = torch.stack([torch.randperm(len(vae.labels), generator=gen)[: cfg.overlay_k] for _ in range(n)])
+        return _onto_real(vae, train_set.images, torch.arange(len(vae.labels)), n, cfg, gen, picks), \
+            _one_hot(vae.labels[picks], len(classes)).mean(1)
+    x, records = random_overlays(vae.model, vae.mu, vae.logvar, vae.names, source_classes, n, k=cfg.overlay_k,
+                                 formulation=cfg.formulation, scale=cfg.overlay_scale, same_class=False, generator=gen)
+    from augvae.overlay.policy import mix_class_lists
+
+    index = {name: i for i, name in enumerate(classes)}
+    return x, mix_class_lists([[index[c] for c in r.classes] for r in records], len(classes), -1, OverlayOptions(policy="soft"))
 
 
 @torch.no_grad()
@@ -467,33 +474,115 @@ def _prior_samples(vaes: list[CachedVAE], n: int, num_classes: int, latent_dim: 
         if m == 0:
             continue
         gen = torch.Generator().manual_seed(seed * 2003 + c)
-        z = torch.randn(m, latent_dim, generator=gen)
-        imgs.append(vae.model.decode_batched(z))
+        imgs.append(vae.model.decode_batched(torch.randn(m, latent_dim, generator=gen)))
         tgts.append(_one_hot(torch.full((m,), c), num_classes))
     return torch.cat(imgs), torch.cat(tgts)
 
 
-def build_training_set(arm: str, train_set: ImageSet, cfg: BenchConfig, cache: Path, data_key: str, k: int, seed: int) -> TrainingSet:
-    """The images and targets the classifier of ``arm`` trains on for (k, seed).
+def _bank_generator(bank: Tensor, targets: Tensor) -> Generator:
+    """Draws bank images of the requested classes (by their main class), uniformly."""
+    by_class = targets.argmax(1)
 
-    Generated images number ``round(ratio * len(train_set))``, split evenly over the classes.
-    """
+    def generate(labels: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        rows = []
+        for c in labels.tolist():
+            pool = (by_class == c).nonzero().flatten()
+            if len(pool) == 0:
+                pool = torch.arange(len(bank))
+            rows.append(int(pool[int(torch.randint(len(pool), (1,), generator=gen))]))
+        r = torch.tensor(rows, dtype=torch.long)
+        return bank[r], targets[r]
+
+    return generate
+
+
+def _rectangles(images: Tensor, per_image: int, seed: int) -> dict[str, Tensor]:
+    """CutPaste's defects: ``per_image`` random rectangles (2-15% of the area, aspect 0.3-3.3) of each defect image."""
+    g = np.random.default_rng([seed, 4242])
+    m, _, h, w = images.shape
+    masks = torch.zeros(m * per_image, 1, h, w)
+    for i in range(m * per_image):
+        area = g.uniform(0.02, 0.15) * h * w
+        aspect = math.exp(g.uniform(math.log(0.3), math.log(3.3)))
+        rh, rw = min(h - 1, max(2, round(math.sqrt(area * aspect)))), min(w - 1, max(2, round(math.sqrt(area / aspect))))
+        y0, x0 = int(g.integers(0, h - rh + 1)), int(g.integers(0, w - rw + 1))
+        masks[i, :, y0 : y0 + rh, x0 : x0 + rw] = 1.0
+    image = images.repeat_interleave(per_image, 0)
+    return {"image": image, "projection": image, "residual": torch.zeros_like(image), "mask": masks}
+
+
+def _transplant_set(kind: str, train_set: ImageSet, cfg: BenchConfig, cache: Path, data_key: str, k: int, seed: int) -> TrainingSet:
+    """A transplant arm (or one of its controls): the engine puts defects of the training images onto other images."""
+    classes, labels = train_set.classes, train_set.labels
+    bg = classes.index(cfg.background_class) if cfg.background_class else -1
+    defect_rows = (labels != bg).nonzero().flatten()
+    clean_rows = (labels == bg).nonzero().flatten()
+    defect_images = train_set.images[defect_rows]
+    info: dict[str, Any] = {"kind": kind}
+    reference = train_set.images[clean_rows] if bg >= 0 else None
+    if kind == "transplant":
+        if bg >= 0:  # the VAE of the defect-free surfaces: the defects are what it cannot reproduce
+            vae = _surface_vae(cache, data_key, train_set.subset(clean_rows), cfg)
+        else:  # no defect-free class: the shared VAE of this cell's images (defect onto defect)
+            vae = shared_vae(cache, data_key, train_set, cfg, k, seed)
+        info["vae"] = {k_: v for k_, v in vae.info.items() if k_ != "train_paths"}
+        info["vae_train_paths"] = vae.info["train_paths"]
+        defects = extract_defects(defect_images, vae_projector(vae.model), cfg.extract, reference=reference)
+        opts = OverlayOptions(policy="same-class", formulation="transplant", k=cfg.transplant_k, blend=cfg.blend,
+                              translate=cfg.translate)
+    elif kind == "blurmask":
+        defects = extract_defects(defect_images, blur_projector(cfg.blur_sigma), cfg.extract, reference=reference)
+        opts = OverlayOptions(policy="same-class", formulation="transplant", k=cfg.transplant_k, blend=cfg.blend,
+                              translate=cfg.translate)
+    else:  # cutpaste: a random rectangle of a defect image, pasted anywhere, not flipped
+        defects = _rectangles(defect_images, 16, seed)
+        defect_rows = defect_rows.repeat_interleave(16)
+        opts = OverlayOptions(policy="same-class", formulation="transplant", k=1, blend="paste", translate=0.5, flip=False)
+    info["mask_area"] = float(defects["mask"].mean())
+    src = sources_from_defects(defects, [classes[i] for i in labels[defect_rows].tolist()], classes,
+                               cfg.background_class or None)
+    by_class = [(labels == c).nonzero().flatten() for c in range(len(classes))]
+
+    def generate(y: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        # The surface: a real defect-free image, or (no defect-free class) another real image of the same class.
+        pools = [clean_rows if bg >= 0 else by_class[c] for c in y.tolist()]
+        base = torch.stack([train_set.images[p[int(torch.randint(len(p), (1,), generator=gen))]] for p in pools])
+        out, new = overlay_batch(src, base, y, opts, draw_torch(src, opts, len(y), generator=gen, device="cpu"))
+        return out, _one_hot(new, len(classes))
+
+    generate_for = torch.ones(len(classes), dtype=torch.bool)
+    if bg >= 0:
+        generate_for[bg] = False
+    return TrainingSet(train_set.images, labels, len(classes), generate, generate_for, info)
+
+
+def build_training_set(arm: str, train_set: ImageSet, cfg: BenchConfig, cache: Path, data_key: str, k: int, seed: int) -> TrainingSet:
+    """What the classifier of ``arm`` trains on for (k, seed)."""
     spec = ARM_SPECS[arm]
     num_classes = len(train_set.classes)
-    real_t = _one_hot(train_set.labels, num_classes)
     if spec.generated is None:
-        return TrainingSet(train_set.images, real_t, len(train_set))
-    n_gen = max(1, round(cfg.ratio * len(train_set)))
+        return TrainingSet(train_set.images, train_set.labels, num_classes)
     t0 = time.perf_counter()
-    if spec.generated == "overlay":
-        vae = shared_vae(cache, data_key, train_set, cfg, k, seed)
-        gen_x, gen_t = _overlays(vae, train_set, n_gen, cfg, seed)
-        vinfo: dict[str, Any] = {"vae": {k_: v for k_, v in vae.info.items() if k_ != "train_paths"}}
-        vae_paths = vae.info["train_paths"]
+    if spec.generated in ("transplant", "blurmask", "cutpaste"):
+        ts = _transplant_set(spec.generated, train_set, cfg, cache, data_key, k, seed)
     else:
-        vaes = prior_vaes(cache, data_key, train_set, cfg, k, seed)
-        gen_x, gen_t = _prior_samples(vaes, n_gen, num_classes, cfg.latent_dim, seed)
-        vinfo = {"prior_vaes": [{k_: v for k_, v in v_.info.items() if k_ != "train_paths"} for v_ in vaes]}
-        vae_paths = [p for v_ in vaes for p in v_.info["train_paths"]]
-    info = {**vinfo, "generate_seconds": time.perf_counter() - t0, "vae_train_paths": vae_paths}
-    return TrainingSet(torch.cat([train_set.images, gen_x]), torch.cat([real_t, gen_t]), len(train_set), gen_x, gen_t, info)
+        n_gen = max(1, round(cfg.ratio * len(train_set)))
+        if spec.generated == "overlay":
+            vae = shared_vae(cache, data_key, train_set, cfg, k, seed)
+            bank, targets = _overlays(vae, train_set, n_gen, cfg, seed)
+            info: dict[str, Any] = {"vae": {k_: v for k_, v in vae.info.items() if k_ != "train_paths"},
+                                    "vae_train_paths": vae.info["train_paths"]}
+        else:
+            vaes = _prior_vaes(cache, data_key, train_set, cfg, k, seed)
+            bank, targets = _prior_samples(vaes, n_gen, num_classes, cfg.vae.latent_dim, seed)
+            info = {"prior_vaes": [{k_: v for k_, v in v_.info.items() if k_ != "train_paths"} for v_ in vaes],
+                    "vae_train_paths": [p for v_ in vaes for p in v_.info["train_paths"]]}
+        info["bank_size"] = n_gen
+        generate_for = torch.ones(num_classes, dtype=torch.bool)
+        if cfg.background_class:  # in the defect-free setting only defect samples are replaced
+            generate_for[train_set.classes.index(cfg.background_class)] = False
+        ts = TrainingSet(train_set.images, train_set.labels, num_classes, _bank_generator(bank, targets), generate_for, info,
+                         bank, targets)
+    ts.info["generate_seconds"] = time.perf_counter() - t0
+    return ts
+

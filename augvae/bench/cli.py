@@ -2,7 +2,9 @@
 
 Examples::
 
-    augvae bench DATA_DIR --out OUT                                   # every arm, k = 5,10,20,40, 5 seeds
+    augvae bench DATA_DIR --out OUT                                   # the default arms, k = 5,10,20,40, 5 seeds
+    augvae bench DATA_DIR --out OUT --background-class ok --per-class 5,10,20 \\
+        --arms original,classic,transplant,classic+transplant,blurmask,classic+blurmask,cutpaste,classic+cutpaste
     augvae bench ../shared/datasets/neu_det --out OUT --split-file ../shared/datasets/neu_det/splits.csv \\
         --classifiers small-cnn,resnet18 --per-class 5,10,20,40 --seeds 5 --jobs 2
     augvae bench DATA_DIR --out OUT --list-cells                      # the grid, one cell id per line
@@ -14,38 +16,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
+from augvae._cli_args import add_config_arguments, config_overrides
 from augvae.bench.config import BenchConfig
 from augvae.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 
 
-def _list_of(elem: type) -> Any:
-    """Parse ``5,10,20`` (or one value) into a list, for ``--per-class 5,10,20``."""
-
-    def parse(text: str) -> list[Any]:
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        try:
-            return [elem(t) for t in items]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {elem.__name__} values separated by commas, got {text!r}") from None
-
-    parse.__name__ = f"{elem.__name__} list"
-    return parse
-
-
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | None = None) -> None:
     """Register ``augvae bench`` on the ``augvae`` subcommand parser."""
-    from augvae.cli import add_config_arguments
-
     # The generated options print their own defaults, so no ArgumentDefaultsHelpFormatter here.
     p = subparsers.add_parser(
-        "bench", help="benchmark a classifier trained on original vs augmented vs VAE-extended few-shot sets",
-        formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__.split("\n", 1)[1] if __doc__ else None)
+        "bench", help="benchmark a classifier trained on original vs augmented vs generated-image-extended few-shot sets",
+        formatter_class=argparse.RawDescriptionHelpFormatter, parents=parents or [],
+        description=__doc__.split("\n", 1)[1] if __doc__ else None)
     p.add_argument("data_dir", type=Path, nargs="?", metavar="DATA_DIR", help="folder with one subfolder per class (not needed with --report-only)")
     p.add_argument("--out", type=Path, required=True, metavar="OUT_DIR", help="results folder (cells/, results.json, report.md, plots)")
     p.add_argument("--split-file", type=Path, metavar="CSV", help="columns path,class,split (pool|test); default: a stratified random split")
@@ -56,26 +43,18 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--report-to", type=Path, metavar="DIR", help="with --report-only: write the report files to DIR instead of OUT_DIR")
     p.add_argument("--cache-dir", type=Path, metavar="DIR", help="where trained VAEs and real-data classifiers are cached (default OUT_DIR/cache)")
     p.add_argument("--no-grids", action="store_true", help="do not save the generated-vs-real image grids (e.g. for data that must not be copied)")
-    add_config_arguments(p, BenchConfig, title="benchmark settings (lists: comma-separated)")
-    hints = typing.get_type_hints(BenchConfig)
-    for action in p._actions:  # tuple fields also accept comma-separated lists
-        tp = hints.get(action.dest)
-        if tp is not None and typing.get_origin(tp) is tuple:
-            action.type = _list_of(typing.get_args(tp)[0])
-            action.nargs = None
-            action.metavar = "A,B,..."
+    add_config_arguments(p, BenchConfig, title="benchmark settings (lists: comma-separated)", lists="commas")
 
 
 def _config(args: argparse.Namespace) -> BenchConfig:
-    from augvae.cli import config_overrides
-
     return BenchConfig(**config_overrides(args, BenchConfig))
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``augvae bench``; returns the exit status."""
     from augvae.bench.report import write_report
-    from augvae.bench.runner import grid, load_cells, run_bench
+    from augvae.bench.results import load_cells
+    from augvae.bench.runner import grid, run_bench
 
     if args.report_only:
         path = write_report(args.out, dest=args.report_to, grids=not args.no_grids)
@@ -91,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("DATA_DIR is missing; pass the data folder (only --report-only and --list-cells work without it)")
     result = run_bench(args.data_dir, args.out, cfg, split_file=args.split_file, group_file=args.group_file, cells=args.cell,
                        cache_dir=args.cache_dir, progress=not args.quiet, command=["augvae", *sys.argv[1:]], grids=not args.no_grids)
-    msg = f"{len(result['ran'])} cell(s) run, {len(result['skipped'])} already finished"
+    msg = f"{len(result['ran'])} cell(s) run, {len(result['skipped'])} already finished ({result['steps']} steps each)"
     if result["report"]:
         msg += f"; report: {result['report']}"
     elif args.cell:

@@ -27,13 +27,15 @@ import numpy as np
 import torch
 
 from augvae._io import write_json, write_text
-from augvae.bench.config import ARMS
+from augvae.bench.config import ARMS, BASELINE_ARMS, CONTROL_ARMS
+from augvae.bench.results import CONVERGENCE_DIR, load_cells, read_bench, versions
 from augvae.bench.stats import CONFIDENCE, holm, paired_comparison, summarize
 from augvae.errors import DataError
 
-__all__ = ["generated_vs_real_figure", "markdown_table", "summarize_cells", "write_report"]
+__all__ = ["generated_vs_real_figure", "markdown_table", "summarize_cells", "headline", "convergence_outcome", "write_report"]
 
-REFERENCES = ("original", "classic")
+REFERENCES = BASELINE_ARMS
+TRANSPLANT_ARMS = ("transplant", "classic+transplant")
 METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
 
 
@@ -90,6 +92,76 @@ def summarize_cells(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
             row["vae_active_units"] = float(np.mean(vae_units))
         quality.append(row)
     return {"summary": summary, "comparisons": comparisons, "quality": quality}
+
+
+def _by_cell(cells: Sequence[dict[str, Any]]) -> dict[tuple[str, str, int], dict[int, dict[str, Any]]]:
+    by: dict[tuple[str, str, int], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for c in cells:
+        by[(c["classifier"], c["arm"], int(c["k"]))][int(c["seed"])] = c
+    return by
+
+
+def _best(by: dict[tuple[str, str, int], dict[int, dict[str, Any]]], clf: str, k: int, arms: Sequence[str]) -> str | None:
+    present = [a for a in arms if (clf, a, k) in by]
+    if not present:
+        return None
+    return max(present, key=lambda a: float(np.mean([c["metrics"]["accuracy"] for c in by[(clf, a, k)].values()])))
+
+
+def _pair(by: dict[tuple[str, str, int], dict[int, dict[str, Any]]], clf: str, k: int, arm: str, ref: str) -> dict[str, Any] | None:
+    seeds = sorted(set(by[(clf, arm, k)]) & set(by[(clf, ref, k)]))
+    if not seeds:
+        return None
+    row: dict[str, Any] = {"classifier": clf, "k": k, "arm": arm, "versus": ref, "seeds": seeds}
+    for metric in ("accuracy", "macro_f1"):
+        a = [by[(clf, arm, k)][s]["metrics"][metric] for s in seeds]
+        b = [by[(clf, ref, k)][s]["metrics"][metric] for s in seeds]
+        row[metric] = paired_comparison(a, b)
+        row[metric]["mean_arm"], row[metric]["mean_ref"] = float(np.mean(a)), float(np.mean(b))
+    err_ref, err_arm = 1 - row["accuracy"]["mean_ref"], 1 - row["accuracy"]["mean_arm"]
+    row["error_reduction"] = (err_ref - err_arm) / err_ref if err_ref > 0 else float("nan")
+    return row
+
+
+def headline(cells: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per (classifier, k): the best generated arm against the best baseline, and the best transplant arm against the best control.
+
+    "Best" is the highest mean accuracy at that k; the comparisons are paired by seed, for accuracy
+    and macro-F1, with the relative cut of the error (``error_reduction``).
+    """
+    by = _by_cell(cells)
+    generated = [a for a in ARMS if a not in (*BASELINE_ARMS, "mixup")]
+    out: dict[str, list[dict[str, Any]]] = {"best_vs_baseline": [], "transplant_vs_control": []}
+    for clf, k in sorted({(c, k) for c, _, k in by}):
+        base, gen = _best(by, clf, k, BASELINE_ARMS), _best(by, clf, k, generated)
+        if base and gen and (row := _pair(by, clf, k, gen, base)):
+            out["best_vs_baseline"].append(row)
+        tr, ctl = _best(by, clf, k, TRANSPLANT_ARMS), _best(by, clf, k, CONTROL_ARMS)
+        if tr and ctl and (row := _pair(by, clf, k, tr, ctl)):
+            out["transplant_vs_control"].append(row)
+    return out
+
+
+def convergence_outcome(cells: Sequence[dict[str, Any]], long_cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The convergence check: (best arm - original) at the grid's steps and at twice them, per (classifier, k).
+
+    ``same_conclusion`` is True when the difference keeps its sign and its side of p < 0.05.
+    """
+    if not long_cells:
+        return []
+    short, long_ = _by_cell(cells), _by_cell(long_cells)
+    rows = []
+    for clf, arm, k in sorted({key for key in long_ if key[1] != "original"}):
+        if (clf, "original", k) not in long_ or (clf, arm, k) not in short or (clf, "original", k) not in short:
+            continue
+        a, b = _pair(short, clf, k, arm, "original"), _pair(long_, clf, k, arm, "original")
+        if a is None or b is None:
+            continue
+        da, db = a["accuracy"], b["accuracy"]
+        same = (np.sign(da["mean_diff"]) == np.sign(db["mean_diff"])) and ((da["p_ttest"] < 0.05) == (db["p_ttest"] < 0.05))
+        rows.append({"classifier": clf, "arm": arm, "k": k, "steps": a["seeds"] and short[(clf, arm, k)][a["seeds"][0]]["steps"],
+                     "steps_long": long_[(clf, arm, k)][b["seeds"][0]]["steps"], "short": a, "long": b, "same_conclusion": bool(same)})
+    return rows
 
 
 # ------------------------------------------------------------------------------------ formatting
@@ -198,6 +270,31 @@ def plot_accuracy_vs_k(summary: Sequence[dict[str, Any]], path: Path) -> dict[st
     return data
 
 
+def plot_convergence(summary: Sequence[dict[str, Any]], long_summary: Sequence[dict[str, Any]], path: Path) -> dict[str, Any]:
+    """Mean accuracy against k of the arms of the convergence check, at the grid's steps (solid) and twice them (dashed)."""
+    arms = sorted({r["arm"] for r in long_summary}, key=_arm_order)
+    classifiers = sorted({r["classifier"] for r in long_summary})
+    fig = _figure(figsize=(5.5 * len(classifiers), 4.2))
+    data: dict[str, Any] = {}
+    for i, clf in enumerate(classifiers):
+        ax = fig.add_subplot(1, len(classifiers), i + 1)
+        for arm in arms:
+            for rows, style, tag in ((summary, "-", "steps"), (long_summary, "--", "2x steps")):
+                pts = sorted((r["k"], r["accuracy"]["mean"]) for r in rows if r["classifier"] == clf and r["arm"] == arm)
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=f"{arm} ({tag})")
+                    data.setdefault(clf, {})[f"{arm} ({tag})"] = pts
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("real training images per class (k)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"{clf}: convergence check")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    return data
+
+
 def plot_per_class_f1(summary: Sequence[dict[str, Any]], path: Path) -> dict[str, Any]:
     """Mean F1 of each class per arm: one panel per (classifier, k)."""
     panels = sorted({(r["classifier"], r["k"]) for r in summary})
@@ -283,19 +380,24 @@ def write_report(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str] |
     Raises:
         DataError: ``OUT`` holds no finished cells.
     """
-    from augvae.bench.runner import BENCH_FILE, load_cells, versions
-
     src = Path(out_dir)
     out = Path(dest) if dest is not None else src
     cells = load_cells(src)
     if not cells:
         raise DataError(f"no finished cells in {src / 'cells'}; run augvae bench DATA_DIR --out {src} first")
-    bench = json.loads((src / BENCH_FILE).read_text()) if (src / BENCH_FILE).exists() else {}
+    bench = read_bench(src)
     fingerprints = sorted({str(c.get("fingerprint")) for c in cells})
     if len(fingerprints) > 1:
         raise DataError(f"{src / 'cells'} mixes cells of {len(fingerprints)} different settings; keep one setting per folder")
     tables = summarize_cells(cells)
+    tables["headline"] = headline(cells)
+    long_cells = load_cells(src / CONVERGENCE_DIR)
+    tables["convergence"] = convergence_outcome(cells, long_cells)
     figures: dict[str, Any] = {}
+    if long_cells:
+        figures["convergence.png"] = {"what": "mean test accuracy against k at the grid's steps and at twice them",
+                                      "data": plot_convergence(tables["summary"], summarize_cells(long_cells)["summary"],
+                                                               out / "convergence.png")}
     figures["accuracy_vs_k.png"] = {"what": "mean test accuracy against k per arm with 95% CI bands",
                                     "data": plot_accuracy_vs_k(tables["summary"], out / "accuracy_vs_k.png")}
     figures["per_class_f1.png"] = {"what": "mean per-class F1 per arm, one panel per (classifier, k)",
@@ -316,6 +418,7 @@ def write_report(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str] |
         "fingerprint": fingerprints[0],
         "data": {k: bench.get(k) for k in ("data_dir", "split", "group_file", "classes", "counts")},
         "versions": bench.get("versions") or versions(),
+        "budget": bench.get("budget"),
         "complete": not missing,
         "missing_cells": missing,
         "tests": {"primary": "paired t-test (scipy.stats.ttest_rel, two-sided) on per-seed accuracy differences",
@@ -332,6 +435,62 @@ def write_report(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str] |
     return out / "report.md"
 
 
+def _budget_lines(res: dict[str, Any]) -> list[str]:
+    b = res.get("budget") or {}
+    if not b:
+        return ["Step budget: not recorded (a run of an older augvae)."]
+    if b.get("cut"):
+        return [f"**Budget-cut run: {b['steps']} optimizer steps per classifier, below the auto budget of {b['auto']} "
+                f"({res['config'].get('auto_epochs')} passes over the largest real training set, {b['largest_train_set']} images); "
+                "the arms may be under-trained.**"]
+    how = "the auto budget" if not (res.get("config") or {}).get("steps") else "fixed, at or above the auto budget"
+    return [f"Step budget: {b['steps']} optimizer steps per classifier in every arm ({how}: "
+            f"{(res.get('config') or {}).get('auto_epochs')} passes over the largest real training set, {b['largest_train_set']} "
+            f"images, at least {(res.get('config') or {}).get('min_steps')})."]
+
+
+def _delta(c: dict[str, Any], metric: str) -> str:
+    d = c[metric]
+    return f"{_f(d['mean_arm'])} vs {_f(d['mean_ref'])}: {d['mean_diff']:+.3f} [{_f(d['ci_low'])}, {_f(d['ci_high'])}], p {_p(d['p_ttest'])}"
+
+
+def _headline_lines(res: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    head = res.get("headline") or {}
+    if head.get("best_vs_baseline"):
+        lines += ["## Headline: the best generated arm against the best baseline", "",
+                  "At each k, the generated arm with the highest mean accuracy against the better of `original` and `classic` "
+                  "(paired by seed; error cut = relative reduction of the test error).", ""]
+        lines += [markdown_table(["classifier", "k", "best generated", "best baseline", "accuracy (Δ [95% CI], p)",
+                                  "macro-F1 (Δ [95% CI], p)", "error cut", "wins/ties/losses"],
+                                 [[c["classifier"], c["k"], c["arm"], c["versus"], _delta(c, "accuracy"), _delta(c, "macro_f1"),
+                                   f"{100 * c['error_reduction']:.0f}%",
+                                   f"{c['accuracy']['wins']}/{c['accuracy']['ties']}/{c['accuracy']['losses']}"]
+                                  for c in head["best_vs_baseline"]]), ""]
+    if head.get("transplant_vs_control"):
+        lines += ["### What the VAE contributes: the best transplant arm against the best control", "",
+                  "Controls: the same transplant with a mask and residual from a blur instead of the VAE (`blurmask`), and "
+                  "CutPaste (`cutpaste`: a random rectangle of a defect image pasted onto a defect-free one).", ""]
+        lines += [markdown_table(["classifier", "k", "transplant arm", "best control", "accuracy (Δ [95% CI], p)",
+                                  "macro-F1 (Δ [95% CI], p)"],
+                                 [[c["classifier"], c["k"], c["arm"], c["versus"], _delta(c, "accuracy"), _delta(c, "macro_f1")]
+                                  for c in head["transplant_vs_control"]]), ""]
+    conv = res.get("convergence") or []
+    if conv:
+        changed = [c for c in conv if not c["same_conclusion"]]
+        verdict = ("**the conclusion changed** at " + ", ".join(f"k={c['k']}" for c in changed)) if changed else \
+            "the conclusion did not change at any k"
+        lines += ["## Convergence check: twice the steps", "",
+                  f"`original` and the best generated arm (`{conv[0]['arm']}`) again at {conv[0]['steps_long']} steps "
+                  f"instead of {conv[0]['steps']}: {verdict}.", ""]
+        lines += [markdown_table(["classifier", "k", f"Δ accuracy at {conv[0]['steps']} steps", f"Δ at {conv[0]['steps_long']} steps",
+                                  "same conclusion"],
+                                 [[c["classifier"], c["k"], _delta(c["short"], "accuracy"), _delta(c["long"], "accuracy"),
+                                   "yes" if c["same_conclusion"] else "**no**"] for c in conv]), "",
+                  "![convergence](convergence.png)", ""]
+    return lines
+
+
 def _markdown(res: dict[str, Any], grid_files: list[Path]) -> str:
     cfg = res["config"] or {}
     classifiers = sorted({r["classifier"] for r in res["summary"]})
@@ -343,15 +502,23 @@ def _markdown(res: dict[str, Any], grid_files: list[Path]) -> str:
         counts = data["counts"]
         per_class = ", ".join(f"{c} ({v['pool']} pool / {v['test']} test)" for c, v in counts.items())
         lines += [f"Data: `{data.get('data_dir')}`, split {data.get('split')}; classes: {per_class}.", ""]
+    lines += [*_budget_lines(res), ""]
     if not res["complete"]:
         lines += [f"**Incomplete: {len(res['missing_cells'])} cell(s) of the grid have not finished**; the tables use the finished ones.", ""]
+    lines += _headline_lines(res)
+    vae = cfg.get("vae") or {}
     setup = (
-        f"Every arm trains the same classifier from the same initial weights for {cfg.get('steps')} optimizer steps "
-        f"(batch {cfg.get('batch_size')}, AdamW lr {cfg.get('lr')}, cosine decay) at {cfg.get('image_size')} px. "
-        f"vae arms add {cfg.get('ratio')} generated image(s) per real one (policy {cfg.get('policy')}, formulation "
-        f"{cfg.get('formulation')}, overlay base {cfg.get('overlay_base', 'decoded')}, {cfg.get('overlay_k')} sources, "
-        f"latent {cfg.get('latent_dim')}, VAE {cfg.get('vae_steps')} steps; vae-prior: per-class VAEs, "
-        f"{cfg.get('prior_steps')} steps each)."
+        f"Every arm trains the same classifier from the same initial weights for the same number of optimizer steps "
+        f"(batch {cfg.get('batch_size')}, AdamW lr {cfg.get('lr')}, cosine decay, class-balanced batches: {cfg.get('balanced')}) "
+        f"at {cfg.get('image_size')} px. Generated arms replace each training sample of a class they generate for with "
+        f"probability {cfg.get('gen_p')} by a generated one of the same class. vae arms: a bank of {cfg.get('ratio')} overlay(s) "
+        f"per real image (policy {cfg.get('policy')}, formulation {cfg.get('formulation')}, base {cfg.get('overlay_base')}, "
+        f"{cfg.get('overlay_k')} sources; VAE latent {vae.get('latent_dim')}, {cfg.get('vae_steps')} steps); vae-prior: per-class "
+        f"VAEs, {cfg.get('prior_steps')} steps each; transplant arms: {cfg.get('transplant_k')} real defect(s) per image, blend "
+        f"{cfg.get('blend')}, shifts up to {cfg.get('translate')} of the side, mask polarity "
+        f"{(cfg.get('extract') or {}).get('polarity')}"
+        + (f"; defect-free class {cfg.get('background_class')!r} ({cfg.get('background_images') or 'all'} pool images per cell)"
+           if cfg.get("background_class") else "") + "."
     )
     stats_note = (
         "Statistics: mean ± half width of the t-based 95% confidence interval over seeds. Differences are paired by seed "

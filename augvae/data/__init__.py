@@ -1,5 +1,5 @@
 """Data: image folders (:mod:`augvae.data.images`), synthetic defects (:mod:`augvae.data.synthetic`) and
-the dataset wrapper that mixes VAE overlays into a training set (:class:`MixedDataset`).
+the dataset wrapper that mixes overlay-generated samples into a training set (:class:`MixedDataset`).
 
 Names are imported lazily, so ``import augvae.data`` costs nothing beyond torch.
 
@@ -11,11 +11,11 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-# name -> module that defines it
-_LAZY = {
+from augvae._lazy import lazy_attributes
+
+_NAMES = {
     "MixedDataset": "augvae.data.mixed",
     "ImageSet": "augvae.data.images",
     "load_folder": "augvae.data.images",
@@ -24,20 +24,9 @@ _LAZY = {
     "fit_image": "augvae.data.images",
 }
 
-__all__ = ["MixedDataset", "ImageSet", "load_folder", "load_images", "read_image", "fit_image"]
+__all__ = list(_NAMES)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'augvae.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
+__getattr__, __dir__ = lazy_attributes(__name__, _NAMES, __all__, globals())
 
 if TYPE_CHECKING:  # pragma: no cover
     from augvae.data.images import ImageSet, fit_image, load_folder, load_images, read_image

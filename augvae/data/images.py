@@ -62,6 +62,7 @@ __all__ = [
     "scan_folder",
     "load_folder",
     "load_images",
+    "load_masks",
     "check_min_per_class",
 ]
 
@@ -361,14 +362,13 @@ def _check_array(image: Any) -> np.ndarray:
 
 
 def _resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize with antialiasing (PIL scales the filter support when shrinking)."""
+    """Bilinear resize of an (H, W, C) array with antialiasing, by augvae's one resizer (:func:`augvae._imageops.resize`)."""
     if arr.shape[0] == height and arr.shape[1] == width:
         return arr.copy()
-    planes = []
-    for c in range(arr.shape[2]):
-        plane = Image.fromarray(np.ascontiguousarray(arr[:, :, c], dtype=np.float32))  # mode "F"
-        planes.append(np.asarray(plane.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32))
-    return np.stack(planes, axis=2)
+    from augvae._imageops import resize
+
+    out = resize(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None], height, width)[0]
+    return out.clamp(0.0, 1.0).permute(1, 2, 0).contiguous().numpy()
 
 
 def fit_image(image: np.ndarray, size: int, policy: str = "resize") -> np.ndarray:
@@ -900,3 +900,40 @@ def check_min_per_class(images: ImageSet, minimum: int, what: str) -> None:
     parts = ", ".join(f"class '{name}' has {n} image{'' if n == 1 else 's'}" for name, n in short)
     folder = "the class folder" if len(short) == 1 else "those class folders"
     raise DataError(f"{parts}; {what} needs at least {int(minimum)} per class; add images or drop {folder}")
+
+
+def load_masks(mask_dir: str | os.PathLike[str], image_paths: Sequence[str | os.PathLike[str]], data_dir: str | os.PathLike[str],
+               image_size: int, policy: str = "resize") -> torch.Tensor:
+    """Read the pixel mask of each image: ``MASK_DIR/<the image's path under DATA_DIR>`` (any image extension).
+
+    Masks are grayscale images of the same size as their image (white = defect); they are fitted to
+    ``image_size`` by the same ``policy`` as the images.
+
+    Returns:
+        ``(M, 1, S, S)`` float32 in [0, 1].
+
+    Raises:
+        DataError: The mask folder is missing, an image has no mask, or a mask's size differs from its image's.
+        ImageReadError: A mask file cannot be read.
+    """
+    root, base = _as_path(mask_dir, "mask_dir"), _as_path(data_dir, "data_dir")
+    if not root.is_dir():
+        raise DataError(f"mask folder '{root}' does not exist or is not a folder; pass the folder that mirrors DATA_DIR "
+                        "with one mask per defect image")
+    out = np.empty((len(image_paths), 1, image_size, image_size), dtype=np.float32)
+    for i, p in enumerate(image_paths):
+        image = Path(p)
+        try:
+            rel = image.resolve().relative_to(base.resolve())
+        except ValueError:
+            rel = Path(image.name)
+        found = [c for c in (root / rel.parent).glob(rel.stem + ".*") if _is_image_file(c)] if (root / rel.parent).is_dir() else []
+        if not found:
+            raise DataError(f"no mask for '{rel}' in '{root}': expected '{root / rel.parent / rel.stem}' with an image extension "
+                            f"({_ACCEPTED}); the mask folder must mirror DATA_DIR")
+        with Image.open(image) as a, Image.open(found[0]) as b:
+            if a.size != b.size:
+                raise DataError(f"mask '{found[0]}' is {b.size[0]}x{b.size[1]} but its image '{image}' is {a.size[0]}x{a.size[1]}; "
+                                "a mask must have its image's size")
+        out[i] = fit_image(read_image(found[0], channels=1), image_size, policy).transpose(2, 0, 1)
+    return torch.from_numpy(out)

@@ -1,31 +1,27 @@
-"""``MixedDataset``: wrap any map-style ``(image, label)`` dataset and mix VAE overlays into it.
+"""``MixedDataset``: wrap any map-style ``(image, label)`` dataset and mix overlay-generated samples into it.
 
 The wrapper keeps every real sample and appends generated ones: with ``N`` real samples and
 ``ratio`` the fraction of generated samples in the stream, it holds ``G = round(N * ratio / (1 -
-ratio))`` generated samples after the real ones (``ratio=0.5``: one generated sample for every real
-one). A shuffling sampler interleaves them.
+ratio))`` generated samples after the real ones. A shuffling sampler interleaves them.
 
-Generated samples come **on the fly** (sample ``j`` overlays sources onto real sample ``j mod N``
-under the label policy, with fresh random draws each epoch) or from a **bank** made once: an
-in-memory bank generated at construction, a folder written by ``augvae generate --mode overlay``,
-or your own ``(images, labels)`` tensors.
+Generated samples come **on the fly** (sample ``j`` is made from a real sample by the overlay engine
+under the label policy, with fresh random draws each epoch) or from a **bank** made once: the
+on-the-fly samples of epoch 0 (``transplant``) or fresh overlays (other formulations) generated at
+construction, a folder written by ``augvae generate --mode overlay``, or your own ``(images,
+labels)`` tensors. With ``onto-background`` the real sample a generated one starts from is a
+defect-free one (the wrapped dataset's ``targets`` are used where it has them, else its labels are
+read once).
 
 **Determinism and parallelism.** The random numbers of generated sample ``j`` come from a generator
-seeded by ``(seed, epoch, j)`` alone, never from a stream shared by a process. So:
-
-- ``DataLoader(num_workers=n)``: each index is fetched by exactly one worker and gets its own stream,
-  so no two workers produce the same sample, and the data are identical for any ``n`` (no need for
-  ``worker_init_fn`` or ``torch.utils.data.get_worker_info``).
-- ``DistributedSampler`` / ``torchrun``: every rank builds the same wrapper from the same ``seed``;
-  the sampler gives each rank a disjoint share of indices, so the ranks see different samples, and a
-  given index is the same sample on every rank.
-- ``set_epoch(e)`` (call it next to ``sampler.set_epoch(e)``) changes the draws of every on-the-fly
-  sample; the epoch lives in shared memory, so persistent workers see it too.
+seeded by ``(seed, epoch, j)`` alone, so DataLoader workers need no ``worker_init_fn``, every rank
+of a ``DistributedSampler`` run sees the same sample for a given index, and ``set_epoch(e)`` (call
+it next to ``sampler.set_epoch(e)``; the epoch lives in shared memory, so persistent workers see it)
+redraws every on-the-fly sample.
 
 Example:
     >>> import torch
     >>> from augvae.data.mixed import MixedDataset
-    >>> from augvae.policy import example_model_folder
+    >>> from augvae.testing import example_model_folder
     >>> real = [(torch.rand(1, 32, 32), i % 3) for i in range(6)]   # any map-style dataset
     >>> mixed = MixedDataset(example_model_folder(), real, ratio=0.5, seed=0)
     >>> len(mixed), mixed.num_generated, mixed.is_generated(7)
@@ -43,6 +39,7 @@ import csv
 import math
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,21 +48,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from augvae._adapter import OverlayAdapter, label_like, parse_label
+from augvae._convert import image_to_tensor, tensor_to_image
+from augvae._imageops import resize
+from augvae.config import check_choice
 from augvae.errors import ConfigError, DataError, InputError
-from augvae.overlay import DEFAULT_FORMULATION
-from augvae.policy import (
-    DEFAULT_POLICY,
-    ImageFormat,
-    OverlayOptions,
-    VAESources,
-    _as_classes,
-    check_model_folder,
-    draw_torch,
-    image_to_tensor,
-    load_sources,
-    overlay_batch,
-    tensor_to_image,
-)
+from augvae.overlay.engine import overlay_batch
+from augvae.overlay.policy import OverlayOptions, draw_torch, mix_class_lists
 
 __all__ = ["MixedDataset", "MODES"]
 
@@ -86,41 +75,33 @@ def _shared_epoch() -> Tensor:
     return t
 
 
-class MixedDataset(Dataset):
+class MixedDataset(OverlayAdapter, Dataset):
     """Real samples of ``dataset`` followed by generated ones, at a chosen ratio, under a label policy.
 
-    Items have the wrapped dataset's types: an image of the same type, size, dtype and range
-    (PIL, numpy HWC or CHW tensor), and an ``int`` (or the dataset's own integer type) label for the
-    hard policies. With ``policy="soft"`` every label, real or generated, is a ``float32`` tensor of
-    length ``num_classes`` (probabilities, or multi-hot with ``multilabel=True``), so batches collate.
-
-    Put normalising transforms in ``transform`` (applied to every image after mixing) rather than in
-    the wrapped dataset: overlays work on images in [0, 1] or 8-bit.
+    Items have the wrapped dataset's types (PIL, numpy HWC or CHW tensor images; ``int`` or the
+    dataset's own integer type for labels). With ``policy="soft"`` every label, real or generated,
+    is a ``float32`` tensor of length ``num_classes``, so batches collate. Put normalising transforms
+    in ``transform`` (applied to every image after mixing), not in the wrapped dataset.
 
     Args:
         model_path: A model folder written by ``augvae train``.
         dataset: Any map-style dataset whose items are ``(image, label)``.
         ratio: Fraction of generated samples in the stream, in [0, 1) (0.5: one per real sample).
-        policy: ``same-class``, ``onto-background`` or ``soft``.
+        policy: The label policy (an :class:`~augvae.overlay.policy.OverlayOptions` field, named here
+            for its importance); the other fields go in ``options`` or as keyword arguments.
         mode: ``on-the-fly`` (new draws every epoch) or ``bank`` (a fixed set, made once).
-        bank: For ``mode="bank"``: None (generate ``bank_size`` images in memory now), the path of an
-            ``augvae generate --mode overlay`` folder, or ``(images (M, C, S, S) float in [0, 1], labels
-            (M,) or (M, K))``.
-        num_classes: Length of soft labels; default the number of ``classes``.
+        bank: For ``mode="bank"``: None (make ``bank_size`` samples now), the path of an ``augvae
+            generate --mode overlay`` folder, or ``(images (M, C, S, S) float in [0, 1], labels (M,) or (M, K))``.
+        num_classes: Length of soft labels; default the number of classes.
         seed: Seed of every draw (with the epoch and the index).
-        formulation, scale, k, weight, keep_input, background_class, classes, multilabel: As in
-            :class:`augvae.albumentations.VAEOverlay` (bank images are always fresh overlays).
+        options: An :class:`~augvae.overlay.policy.OverlayOptions`.
         transform: Applied to every image (real and generated) after mixing.
-        bank_size: Images in an in-memory bank; default the number of generated samples.
+        bank_size: Samples in a bank made in memory; default the number of generated samples.
         device: Where on-the-fly overlays are computed (``cpu`` in DataLoader workers).
-
-    Raises:
-        ConfigError: A bad option. ModelFolderError: a bad model folder. DataError: a bad bank or
-        dataset item.
 
     Example:
         >>> import PIL.Image
-        >>> from augvae.policy import example_model_folder
+        >>> from augvae.testing import example_model_folder
         >>> real = [(PIL.Image.new("L", (40, 30), 100 + 10 * i), i % 3) for i in range(4)]
         >>> mixed = MixedDataset(example_model_folder(), real, ratio=0.5, policy="soft", mode="bank")
         >>> image, label = mixed[5]
@@ -128,79 +109,41 @@ class MixedDataset(Dataset):
         ((40, 30), 'L', torch.Size([3]), 1.0)
     """
 
-    def __init__(
-        self,
-        model_path: str | os.PathLike[str],
-        dataset: Any,
-        ratio: float = 0.5,
-        policy: str = DEFAULT_POLICY,
-        mode: str = "on-the-fly",
-        bank: Any = None,
-        num_classes: int | None = None,
-        seed: int = 0,
-        *,
-        formulation: str = DEFAULT_FORMULATION,
-        scale: float = 0.5,
-        k: int = 1,
-        weight: float | tuple[float, float] = 1.0,
-        keep_input: bool = True,
-        background_class: str | None = None,
-        classes: list[str] | tuple[str, ...] | None = None,
-        multilabel: bool = False,
-        transform: Callable[[Any], Any] | None = None,
-        bank_size: int | None = None,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        from augvae.config import check_choice
-
-        self.model_path = check_model_folder(model_path)
+    def __init__(self, model_path: str | os.PathLike[str], dataset: Any, ratio: float = 0.5, policy: str = "auto",
+                 mode: str = "on-the-fly", bank: Any = None, num_classes: int | None = None, seed: int = 0, *,
+                 options: OverlayOptions | None = None, transform: Callable[[Any], Any] | None = None,
+                 bank_size: int | None = None, device: str | torch.device = "cpu", **overlay_options: Any) -> None:
+        self._setup_overlay(model_path, options, {"policy": policy, **overlay_options} if options is None or policy != "auto"
+                            else overlay_options)
         if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
             raise ConfigError(f"dataset must be a map-style dataset (with __getitem__ and __len__), got {type(dataset).__name__}")
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (math.isfinite(ratio) and 0 <= ratio < 1):
             raise ConfigError(f"ratio (the fraction of generated samples) must be in [0, 1), got {ratio!r}; 0.5 = one per real sample")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"seed must be an int >= 0, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ConfigError(f"seed must be an int from 0 to 2**63 - 1, got {seed!r}")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+            raise ConfigError(f"num_classes must be a positive int or None, got {num_classes!r}")
         check_choice(mode, MODES, "mode")
         self.dataset, self.ratio, self.mode, self.seed = dataset, float(ratio), mode, seed
-        self.classes = _as_classes(classes)
-        self.background_class = background_class
-        self.options = OverlayOptions(policy=policy, formulation=formulation, k=k, scale=scale, weight=weight,
-                                      keep_input=keep_input, multilabel=multilabel)
-        self.transform = transform
-        self.device = torch.device(device)
+        self.transform, self.device = transform, torch.device(device)
         self.num_real = len(dataset)
         if self.num_real == 0:
             raise DataError("the wrapped dataset is empty; MixedDataset needs real samples to mix with")
         self.num_generated = round(self.num_real * self.ratio / (1.0 - self.ratio))
-        self._num_classes = num_classes
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
-            raise ConfigError(f"num_classes must be a positive int or None, got {num_classes!r}")
         self._epoch = _shared_epoch()
-        self._template: tuple[ImageFormat, int, int, int] | None = None
-        self._bank: tuple[Tensor, Tensor] | None = None
-        if mode == "on-the-fly" and bank is not None:
-            raise ConfigError("bank= is only used with mode='bank'; drop it or pass mode='bank'")
-        if mode == "bank" and self.num_generated > 0:
-            self._bank = self._load_bank(bank, bank_size)
-        elif bank_size is not None:
-            raise ConfigError("bank_size is only used with mode='bank' and bank=None")
+        self._bases: list[int] | None = None
         src = self.sources()
         if num_classes is not None and num_classes != src.num_classes:
-            raise ConfigError(f"num_classes={num_classes} but the classes are {src.classes}; pass classes=[...] with one name "
-                              "per label")
-
-    # -- the model ----------------------------------------------------------------------------
-
-    def sources(self) -> VAESources:
-        """The model and its sources (loaded once per process)."""
-        return load_sources(self.model_path, self.classes, self.background_class, self.device)
+            raise ConfigError(f"num_classes={num_classes} but the classes are {src.classes}; pass classes=[...] with one name per label")
+        self._opts = self.resolved(src)
+        if mode == "on-the-fly" and (bank is not None or bank_size is not None):
+            raise ConfigError("bank= and bank_size= are only used with mode='bank'; drop them or pass mode='bank'")
+        self._bank = self._load_bank(bank, bank_size) if mode == "bank" and self.num_generated > 0 else None
 
     @property
     def num_classes(self) -> int:
         """Length of soft label vectors."""
-        return self._num_classes or self.sources().num_classes
-
-    # -- epochs and indices ---------------------------------------------------------------------
+        return self.sources().num_classes
 
     def set_epoch(self, epoch: int) -> None:
         """Use the draws of ``epoch`` (visible to DataLoader workers, persistent ones included)."""
@@ -225,14 +168,10 @@ class MixedDataset(Dataset):
             index = int(index)
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise InputError(f"MixedDataset index must be an int, got {type(index).__name__}")
-        i = int(index)
-        if i < 0:
-            i += len(self)
+        i = int(index) + (len(self) if int(index) < 0 else 0)
         if not 0 <= i < len(self):
             raise IndexError(f"index {index} is out of range for MixedDataset of length {len(self)}")
         return i
-
-    # -- items -----------------------------------------------------------------------------------
 
     def _real(self, i: int) -> tuple[Any, Any]:
         item = self.dataset[i]
@@ -240,37 +179,11 @@ class MixedDataset(Dataset):
             raise DataError(f"item {i} of the wrapped dataset is a {type(item).__name__}; MixedDataset needs (image, label) pairs")
         return item[0], item[1]
 
-    def _label_tensor(self, label: Any) -> Tensor:
-        """A label as ``(1,)`` int64 or ``(1, K)`` float."""
-        if isinstance(label, Tensor) and label.ndim == 0:
-            label = label.item()
-        if isinstance(label, (int, np.integer)) and not isinstance(label, (bool, np.bool_)):
-            return torch.tensor([int(label)])
-        arr = label.detach().cpu().numpy() if isinstance(label, Tensor) else np.asarray(label)
-        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.number):
-            raise DataError(f"labels must be int class indices or 1-D vectors over the classes, got {label!r}")
-        return torch.from_numpy(arr.astype(np.float32))[None]
-
-    def _label_out(self, new: Tensor, like: Any) -> Any:
-        if new.ndim == 2 or self.options.soft_labels:
-            return new[0].to(torch.float32).cpu()
-        v = int(new[0])
-        if isinstance(like, Tensor):
-            return torch.tensor(v, dtype=like.dtype)
-        if isinstance(like, np.integer):
-            return type(like)(v)
-        return v
-
-    def _soft_real_label(self, label: Any) -> Any:
-        if not self.options.soft_labels:
-            return label
-        y = self._label_tensor(label)
-        if y.ndim == 2:
-            return y[0]
-        k = self.num_classes
-        if not 0 <= int(y[0]) < k:
-            raise DataError(f"label {int(y[0])} is not a class index in [0, {k})")
-        return torch.nn.functional.one_hot(y, k)[0].to(torch.float32)
+    def _label(self, label: Any, i: int) -> Tensor:
+        try:
+            return parse_label(label, self.sources(), False, f"the label of item {i} of the wrapped dataset:")
+        except InputError as err:
+            raise DataError(str(err)) from None
 
     def _finish(self, image: Any, label: Any) -> tuple[Any, Any]:
         return (self.transform(image) if self.transform is not None else image), label
@@ -279,55 +192,63 @@ class MixedDataset(Dataset):
         i = self._check_index(index)
         if i < self.num_real:
             image, label = self._real(i)
-            return self._finish(image, self._soft_real_label(label))
+            if self._opts.soft_labels:  # every label a vector, so batches collate
+                y = self._label(label, i)
+                label = y[0] if y.ndim == 2 else torch.nn.functional.one_hot(y, self.num_classes)[0].float()
+            return self._finish(image, label)
         j = i - self.num_real
-        if self._bank is not None:
-            return self._finish(*self._from_bank(j))
-        return self._finish(*self._on_the_fly(j))
+        return self._finish(*(self._from_bank(j) if self._bank is not None else self._generate(j, self.epoch)))
 
-    def _on_the_fly(self, j: int) -> tuple[Any, Any]:
+    # -- on the fly ------------------------------------------------------------------------------
+    def _base(self, j: int) -> int:
+        """The real sample generated sample ``j`` starts from: with ``onto-background``, a defect-free one."""
         src = self.sources()
-        image, label = self._real(j % self.num_real)
-        x, fmt = image_to_tensor(image, f"image {j % self.num_real} of the wrapped dataset")
-        y = self._label_tensor(label)
-        gen = torch.Generator(device=src.device).manual_seed(_sample_seed(self.seed, self.epoch, j))
-        draws = draw_torch(src, self.options, 1, generator=gen)
-        out, new = overlay_batch(src, x.to(src.device), y.to(src.device), self.options, draws)
-        return tensor_to_image(out, fmt), self._label_out(new, label)
+        if self._opts.policy != "onto-background" or src.background < 0:
+            return j % self.num_real
+        if self._bases is None:
+            targets = getattr(self.dataset, "targets", None)
+            labels = list(targets) if targets is not None and len(targets) == self.num_real else [
+                self._real(i)[1] for i in range(self.num_real)]
+            parsed = [self._label(y, i) for i, y in enumerate(labels)]
+            hard = [int(t.argmax()) if t.ndim == 2 else int(t[0]) for t in parsed]
+            self._bases = [i for i, y in enumerate(hard) if y == src.background] or list(range(self.num_real))
+        return self._bases[j % len(self._bases)]
+
+    def _generate(self, j: int, epoch: int) -> tuple[Any, Any]:
+        src = self.sources()
+        base = self._base(j)
+        image, label = self._real(base)
+        x, fmt = image_to_tensor(image, f"image {base} of the wrapped dataset")
+        gen = torch.Generator(device=src.device).manual_seed(_sample_seed(self.seed, epoch, j))
+        draws = draw_torch(src, self._opts, 1, generator=gen)
+        out, new = overlay_batch(src, x.to(src.device), self._label(label, base).to(src.device), self._opts, draws)
+        return tensor_to_image(out, fmt), label_like(new, label, self._opts.soft_labels, "tensor")
 
     # -- banks -----------------------------------------------------------------------------------
-
-    def _template_format(self) -> tuple[ImageFormat, int, int, int]:
-        if self._template is None:
-            image, _ = self._real(0)
-            x, fmt = image_to_tensor(image, "image 0 of the wrapped dataset")
-            self._template = (fmt, x.shape[2], x.shape[3], x.shape[1])
-        return self._template
-
     def _from_bank(self, j: int) -> tuple[Any, Any]:
         assert self._bank is not None
         images, labels = self._bank
+        if isinstance(images, list):  # frozen on-the-fly samples
+            return images[j % len(images)], labels[j % len(labels)]
         m = j % images.shape[0]
-        fmt, h, w, c = self._template_format()
+        image, label = self._real(0)
+        x0, fmt = image_to_tensor(image, "image 0 of the wrapped dataset")
         x = images[m : m + 1]
-        if x.shape[1] != c:
+        if x.shape[1] != x0.shape[1]:
             if x.shape[1] != 1:
-                raise DataError(f"the bank's images have {x.shape[1]} channels but the dataset's have {c}")
-            x = x.expand(1, c, -1, -1)
-        if x.shape[-2:] != (h, w):
-            x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False,
-                                                antialias=h < x.shape[-2] or w < x.shape[-1])
-        label_like = self._real(0)[1] if labels.ndim == 1 else None
-        return tensor_to_image(x, fmt), self._label_out(labels[m : m + 1], label_like)
+                raise DataError(f"the bank's images have {x.shape[1]} channels but the dataset's have {x0.shape[1]}")
+            x = x.expand(1, x0.shape[1], -1, -1)
+        out = tensor_to_image(resize(x, x0.shape[2], x0.shape[3]), fmt)
+        return out, label_like(labels[m : m + 1], label if labels.ndim == 1 else None, self._opts.soft_labels, "tensor")
 
-    def _load_bank(self, bank: Any, bank_size: int | None) -> tuple[Tensor, Tensor]:
+    def _load_bank(self, bank: Any, bank_size: int | None) -> Any:
         if bank is None:
             n = self.num_generated if bank_size is None else bank_size
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise ConfigError(f"bank_size must be an int >= 1, got {bank_size!r}")
-            return self._generate_bank(n)
+            return self._make_bank(n)
         if bank_size is not None:
-            raise ConfigError("bank_size is only used when the bank is generated in memory (bank=None)")
+            raise ConfigError("bank_size is only used when the bank is made in memory (bank=None)")
         if isinstance(bank, (str, os.PathLike)):
             return self._read_bank_folder(Path(bank))
         if isinstance(bank, dict):
@@ -341,25 +262,29 @@ class MixedDataset(Dataset):
                 raise DataError("bank images must be finite and in [0, 1]")
             if labels.shape[0] != images.shape[0] or labels.ndim not in (1, 2):
                 raise DataError(f"bank labels must be (M,) or (M, K) with M = {images.shape[0]}, got {tuple(labels.shape)}")
-            if self.options.soft_labels and labels.ndim == 1:
+            if labels.ndim == 1 and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise DataError(f"bank labels must be class indices in [0, {self.num_classes}) (classes: "
+                                f"{', '.join(self.sources().classes)})")
+            if self._opts.soft_labels and labels.ndim == 1:
                 labels = torch.nn.functional.one_hot(labels.long(), self.num_classes).float()
             return images.float().cpu(), labels.cpu()
         raise ConfigError("bank must be None, the path of an `augvae generate --mode overlay` folder, or (images, labels) tensors; "
                           f"got {type(bank).__name__}")
 
     @torch.no_grad()
-    def _generate_bank(self, n: int) -> tuple[Tensor, Tensor]:
-        from dataclasses import replace
-
+    def _make_bank(self, n: int) -> Any:
+        if self._opts.formulation == "transplant":  # real defects need real surfaces: freeze the epoch-0 samples
+            pairs = [self._generate(j, 0) for j in range(n)]
+            return [p[0] for p in pairs], [p[1] for p in pairs]
         src = self.sources()
-        opts = replace(self.options, keep_input=False)
+        opts = replace(self._opts, keep_input=False)
         gen = torch.Generator(device=src.device).manual_seed(_sample_seed(self.seed, 0, -1 % (2**32)))
         images, labels = [], []
         for start in range(0, n, 256):
             b = min(256, n - start)
             blank = torch.zeros(b, src.channels, src.image_size, src.image_size, device=src.device)
-            y = torch.full((b,), -1, dtype=torch.long, device=src.device)
-            out, new = overlay_batch(src, blank, y, opts, draw_torch(src, opts, b, generator=gen))
+            out, new = overlay_batch(src, blank, torch.full((b,), -1, dtype=torch.long, device=src.device), opts,
+                                     draw_torch(src, opts, b, generator=gen))
             images.append(out.cpu())
             labels.append(new.cpu())
         return torch.cat(images), torch.cat(labels)
@@ -370,29 +295,20 @@ class MixedDataset(Dataset):
         manifest = folder / "manifest.csv"
         if not manifest.is_file():
             raise DataError(f"{folder} is not an `augvae generate` output folder (no manifest.csv); write one with "
-                            f"`augvae generate MODEL_DIR {folder} --mode overlay`")
+                            f"`augvae generate MODEL_DIR --out {folder} --mode overlay`")
         with manifest.open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         if not rows or "classes" not in rows[0] or "file" not in rows[0]:
             raise DataError(f"{manifest} has no 'classes' and 'file' columns: it was not generated in overlay mode; "
                             "regenerate with --mode overlay")
         src = self.sources()
-        k = self.num_classes
-        images, labels = [], []
+        images, class_lists = [], []
         for row in rows:
             names = [c for c in row["classes"].split("+") if c]
             unknown = [c for c in names if c not in src.classes]
             if unknown or not names:
                 raise DataError(f"{manifest}: row {row.get('index')} has classes {row['classes']!r}, not among {src.classes}; "
                                 "pass classes=[...] that include them")
-            idx = [src.classes.index(c) for c in names]
             images.append(torch.from_numpy(read_image(folder / row["file"], channels=src.channels)).permute(2, 0, 1))
-            defects = [i for i in idx if i != src.background]
-            if self.options.soft_labels:
-                vec = torch.zeros(k)
-                for i in defects or idx:
-                    vec[i] += 1.0
-                labels.append((vec > 0).float() if self.options.multilabel else vec / vec.sum())
-            else:
-                labels.append(torch.tensor((defects or idx)[0]))
-        return torch.stack(images).float(), torch.stack(labels)
+            class_lists.append([src.classes.index(c) for c in names])
+        return torch.stack(images).float(), mix_class_lists(class_lists, src.num_classes, src.background, self._opts)

@@ -1,0 +1,128 @@
+"""Defect extraction: what a transplant needs of each defect image (reconstruction-based localisation).
+
+A VAE trained on many defect-free images cannot represent a rare defect, so for a defect image
+``x`` its projection ``D(E(x))`` is close to the same surface without the defect, and the residual
+``x - D(E(x))`` is the defect with its own real texture. A soft mask localises it (see
+:class:`augvae.config.ExtractConfig`). :func:`extract_defects` returns, per defect image, its
+``image``, ``projection``, ``residual`` and ``mask``: what ``defects.safetensors`` stores and what
+the ``transplant`` formulation (:func:`augvae.overlay.combine.transplant`) consumes.
+
+The projector is a parameter: :func:`vae_projector` is the learned one; :func:`blur_projector`
+(``D(E(x))`` replaced by a Gaussian blur of ``x``) is the non-learned control of the benchmark.
+A user who has pixel masks passes them instead of the estimated ones.
+
+Example:
+    >>> import torch
+    >>> from augvae import ConvVAE
+    >>> from augvae.config import ExtractConfig
+    >>> model = ConvVAE(image_size=28)
+    >>> clean = torch.full((8, 1, 28, 28), 0.5)
+    >>> defect = clean[:1].clone(); defect[..., 10:14, 10:14] = 0.1      # a dark square
+    >>> out = extract_defects(defect, blur_projector(3.0), ExtractConfig(), reference=clean)
+    >>> sorted(out), float(out["mask"][..., 11, 11]) > 0.5, float(out["mask"][..., 2, 2])
+    (['image', 'mask', 'projection', 'residual'], True, 0.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from augvae._imageops import blur, dilate, resize
+from augvae.config import ExtractConfig
+from augvae.errors import InputError
+
+__all__ = ["extract_defects", "estimate_masks", "vae_projector", "blur_projector"]
+
+Projector = Callable[[Tensor], Tensor]
+
+
+def vae_projector(model: Any, batch_size: int = 256) -> Projector:
+    """``x -> D(E(x))`` with the posterior mean, computed at the model's size and resized back to ``x``'s."""
+
+    @torch.no_grad()
+    def project(x: Tensor) -> Tensor:
+        s = model.config.image_size
+        out = []
+        for start in range(0, x.shape[0], batch_size):
+            part = resize(x[start : start + batch_size], s, s).to(model.device)
+            out.append(resize(model.decode(model.encode(part)[0]), x.shape[-2], x.shape[-1]).to(x))
+        return torch.cat(out)
+
+    return project
+
+
+def blur_projector(sigma: float = 2.0) -> Projector:
+    """``x -> blur(x)``: a projection that knows nothing of defect-free surfaces (the benchmark's control)."""
+    return lambda x: blur(x, sigma)
+
+
+def _signed(residual: Tensor, polarity: str) -> Tensor:
+    if polarity == "dark":
+        return (-residual).clamp_min(0)
+    if polarity == "bright":
+        return residual.clamp_min(0)
+    return residual.abs()
+
+
+def estimate_masks(residual: Tensor, cfg: ExtractConfig, reference_residual: Tensor | None = None) -> Tensor:
+    """Soft masks ``(M, 1, H, W)`` in [0, 1] from residuals ``(M, C, H, W)`` (see :class:`~augvae.config.ExtractConfig`).
+
+    Args:
+        residual: Residuals of the defect images.
+        cfg: Thresholds and smoothing.
+        reference_residual: Residuals of defect-free images at the same size: the per-pixel mean and
+            spread the z-score is taken against. Without them, each image's own median and MAD.
+    """
+    score = blur(_signed(residual, cfg.polarity).mean(1, keepdim=True), cfg.mask_sigma)
+    if reference_residual is not None and reference_residual.shape[0] >= 2:
+        ref = blur(_signed(reference_residual, cfg.polarity).mean(1, keepdim=True), cfg.mask_sigma)
+        centre, spread = ref.mean(0, keepdim=True), ref.std(0, keepdim=True)
+        spread = spread + 0.1 * spread.mean() + 1e-4  # a floor: pixels that never vary must not explode
+    else:
+        flat = score.flatten(1)
+        med = flat.median(1).values
+        mad = (flat - med[:, None]).abs().median(1).values * 1.4826
+        centre, spread = med.view(-1, 1, 1, 1), (mad + 1e-4).view(-1, 1, 1, 1)
+    z = (score - centre) / spread
+    mask = ((z - cfg.mask_low) / (cfg.mask_high - cfg.mask_low)).clamp(0.0, 1.0)
+    return blur(dilate(mask, cfg.dilate), cfg.feather).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def extract_defects(images: Tensor, project: Projector, cfg: ExtractConfig | None = None, reference: Tensor | None = None,
+                    masks: Tensor | None = None) -> dict[str, Tensor]:
+    """Image, projection, residual and soft mask of each defect image.
+
+    Args:
+        images: ``(M, C, S, S)`` defect images in [0, 1].
+        project: The projector (:func:`vae_projector` or :func:`blur_projector`).
+        cfg: Mask settings (default :class:`~augvae.config.ExtractConfig`).
+        reference: ``(R, C, S, S)`` defect-free images for the per-pixel statistics of the mask
+            (at most ``cfg.reference_images`` are used).
+        masks: ``(M, 1, S, S)`` pixel masks in [0, 1] given by the user, used instead of the estimate.
+
+    Returns:
+        ``{"image", "projection", "residual"}`` of shape ``(M, C, S, S)`` and ``"mask"`` ``(M, 1, S, S)``.
+    """
+    cfg = cfg or ExtractConfig()
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[0] == 0:
+        raise InputError(f"defect images must be a non-empty (M, C, S, S) tensor, got {tuple(getattr(images, 'shape', ()))}")
+    images = images.float()
+    projection = project(images).clamp(0.0, 1.0)
+    residual = images - projection
+    if masks is not None:
+        if tuple(masks.shape) != (images.shape[0], 1, *images.shape[-2:]):
+            raise InputError(f"masks must have shape {(images.shape[0], 1, *images.shape[-2:])} (one per defect image), "
+                             f"got {tuple(masks.shape)}")
+        mask = masks.float().clamp(0.0, 1.0)
+    else:
+        ref_res = None
+        if reference is not None and reference.shape[0] >= 2:
+            ref = reference[: cfg.reference_images].float()
+            ref_res = ref - project(ref).clamp(0.0, 1.0)
+        mask = estimate_masks(residual, cfg, ref_res)
+    return {"image": images, "projection": projection, "residual": residual, "mask": mask}
