@@ -82,13 +82,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from augvae.config import ExtractConfig, ModelConfig, TrainConfig, recipe_config
     from augvae.data.images import ImageSet, load_folder, load_images, load_masks, scan_folder
-    from augvae.training import train
+    from augvae.training import check_model_output, train
 
     overrides = {k: v for k, v in config_overrides(args, TrainConfig).items() if k != "recipe"}
     tcfg = recipe_config(args.recipe, **overrides)
     mcfg = ModelConfig(**config_overrides(args, ModelConfig))
     ecfg = ExtractConfig(**config_overrides(args, ExtractConfig))
     progress = not args.quiet
+    # Everything that can be checked without reading the images is checked first.
+    check_model_output(args.out)
+    classes = scan_folder(args.data_dir)[2]
+    if args.background_class is not None and args.background_class not in classes:
+        raise DataError(f"background class {args.background_class!r} is not one of the classes ({', '.join(classes)}); pass the "
+                        "name of the defect-free class folder")
     if (args.masks or args.train_on_defects) and not args.background_class:
         raise DataError("--masks and --train-on-defects go with --background-class NAME (the defect-free class)")
     if args.sources and tcfg.recipe != "overlay":
@@ -97,7 +103,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         paths = [_resolve_source(s, args.data_dir) for s in args.sources]
         # A source's class is its folder, as for every other image: the overlay recipe makes each source its own latent
         # cluster, but the labels stay in the folder classes' label space.
-        data = load_images(paths, mcfg.image_size, mcfg.channels, tcfg.resize_policy, classes=scan_folder(args.data_dir)[2])
+        data = load_images(paths, mcfg.image_size, mcfg.channels, tcfg.resize_policy, classes=classes)
     else:
         data = load_folder(args.data_dir, mcfg.image_size, mcfg.channels, tcfg.resize_policy, progress=progress)
     names = _source_names(data.paths, args.data_dir)
@@ -162,9 +168,11 @@ def _add_inspect(sub: Any, parents: list[argparse.ArgumentParser]) -> Callable[[
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    from augvae._io import check_output_folder
     from augvae.config import check_seed
     from augvae.report import inspect_model
 
+    check_output_folder(args.out, "inspect", own_files=("index.html", "stats.json"))
     index = inspect_model(args.model_dir, args.data_dir, args.out, seed=check_seed(args.seed), progress=not args.quiet)
     print(f"figures written; open {index}")
     return 0

@@ -48,11 +48,11 @@ from augvae.checkpoint import (
 )
 from augvae.config import ExtractConfig, ModelConfig, TrainConfig, config_to_dict, recipe_config
 from augvae.data.images import ImageSet
-from augvae.errors import ConfigError, DataError, ModelFolderError
+from augvae.errors import ConfigError, DataError, ModelFolderError, OutputError
 from augvae.model import ConvVAE, check_images
 from augvae.overlay.extract import extract_defects, vae_projector
 
-__all__ = ["train", "TrainResult", "OverlayBatchSampler", "resolve_device", "active_units", "epoch_lr"]
+__all__ = ["train", "check_model_output", "TrainResult", "OverlayBatchSampler", "resolve_device", "active_units", "epoch_lr"]
 
 log = logging.getLogger("augvae")
 
@@ -294,7 +294,7 @@ def train(
 
     root = Path(out_dir) if out_dir is not None else None
     if root is not None:
-        check_output_folder(root, "model", own_files=(CONFIG_FILE, CHECKPOINT_FILE, WEIGHTS_FILE))
+        check_model_output(root)
     lock = output_lock(root) if root is not None else None
     if lock is not None:
         lock.__enter__()
@@ -385,6 +385,21 @@ def train(
     finally:
         if lock is not None:
             lock.__exit__(None, None, None)
+
+
+def check_model_output(root: Path) -> None:
+    """Refuse a model ``--out`` that is a file, or a non-empty folder that is not an augvae model folder.
+
+    Raises:
+        OutputError: ``root`` is a file, or holds files of someone else (a ``config.json`` of another program included).
+    """
+    check_output_folder(root, "model", own_files=(CONFIG_FILE, CHECKPOINT_FILE, WEIGHTS_FILE))
+    if (root / CONFIG_FILE).is_file():
+        try:
+            read_config(root)
+        except ModelFolderError as err:
+            raise OutputError(f"--out {root} holds a {CONFIG_FILE} that is not a readable augvae model config ({err}); augvae "
+                              "would overwrite it: choose a new or empty --out folder") from None
 
 
 #: Optimizer steps above which training is refused: at about 20 steps/s on a CPU, a week.

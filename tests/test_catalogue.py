@@ -1,0 +1,322 @@
+"""The catalogue of bad input and faults: every case gets exit status 2, one line naming the problem, no traceback.
+
+Each case is a class of fault (see the README's reliability section); the command runs in-process
+through ``augvae.cli.main``. After a failure nothing half-written is left: the output folder does
+not exist, or is exactly as it was before the command.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from augvae.cli import main
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Class folders: crack, pore and clean (defect-free), 4 images each, 28 px."""
+    from augvae.data.synthetic import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("cat_data"), n_per_class=4, size=28, seed=1, classes=("crack", "pore", "clean"))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
+    out = tmp_path_factory.mktemp("cat_models") / "model"
+    assert main(["train", str(data), "--out", str(out), "--image-size", "28", "--epochs", "2", "--batch-size", "4", "-q",
+                 "--background-class", "clean"]) == 0
+    return out
+
+
+def _snapshot(path: Path) -> dict[str, bytes] | None:
+    if not path.exists():
+        return None
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and p.name != ".augvae.lock"}
+
+
+def _fails_cleanly(argv: list[str], capsys: pytest.CaptureFixture[str], message: str, out: Path | None = None) -> str:
+    """Run the CLI; assert exit 2, one stderr line matching ``message``, no traceback, ``out`` unchanged."""
+    before = _snapshot(out) if out is not None else None
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    lines = [line for line in err.splitlines() if not line.startswith("augvae: ")]  # logged warnings are not the error
+    assert code == 2, f"exit {code}; stderr: {err}"
+    assert len(lines) == 1, f"expected one line, got: {err}"
+    assert "Traceback" not in err
+    assert lines[0].startswith(f"augvae {argv[0]}: error: "), lines[0]
+    import re
+
+    assert re.search(message, lines[0]), f"{message!r} not in {lines[0]!r}"
+    if out is not None:
+        assert _snapshot(out) == before, f"{out} was changed by a failed run"
+        assert not list(out.parent.glob(f".{out.name}.partial-*")), "a temporary output folder was left behind"
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------ 1. output paths
+@pytest.mark.parametrize("command", ["train", "generate", "inspect"])
+def test_out_is_an_existing_file(command: str, data: Path, model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.txt"
+    out.write_text("mine")
+    argv = {"train": ["train", str(data), "--out", str(out), "--image-size", "28", "--epochs", "1"],
+            "generate": ["generate", str(model), "--out", str(out), "--mode", "prior", "--n", "2"],
+            "inspect": ["inspect", str(model), str(data), "--out", str(out)]}[command]
+    _fails_cleanly(argv, capsys, r"out\.txt.* is a file, not a folder", out)
+
+
+@pytest.mark.parametrize("command", ["train", "generate", "inspect"])
+def test_out_holds_the_users_own_files(command: str, data: Path, model: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.json").write_text('{"my": "own config"}')
+    (out / "notes.txt").write_text("do not delete")
+    argv = {"train": ["train", str(data), "--out", str(out), "--image-size", "28", "--epochs", "1"],
+            "generate": ["generate", str(model), "--out", str(out), "--mode", "prior", "--n", "2"],
+            "inspect": ["inspect", str(model), str(data), "--out", str(out)]}[command]
+    _fails_cleanly(argv, capsys, r"(non-empty folder that augvae did not write|not an augvae model config)", out)
+
+
+def _fault(monkeypatch: pytest.MonkeyPatch, code: int, after: int = 0) -> None:
+    """Make the ``after``-th and later fsyncs of augvae's writes fail with ``code`` (disk full, permission denied)."""
+    import augvae._io as io_mod
+
+    calls = {"n": 0}
+    real = io_mod.os.fsync
+
+    def fsync(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] > after:
+            raise OSError(code, os.strerror(code))
+        real(fd)
+
+    monkeypatch.setattr(io_mod.os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("code, message", [(errno.ENOSPC, "disk is full"), (errno.EACCES, "permission denied"),
+                                           (errno.EROFS, "read-only")])
+@pytest.mark.parametrize("command", ["train", "generate", "inspect"])
+def test_write_failures_mid_run(command: str, code: int, message: str, data: Path, model: Path, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    argv = {"train": ["train", str(data), "--out", str(out), "--image-size", "28", "--epochs", "1", "-q"],
+            "generate": ["generate", str(model), "--out", str(out), "--mode", "prior", "--n", "40", "-q"],
+            "inspect": ["inspect", str(model), str(data), "--out", str(out), "-q"]}[command]
+    _fault(monkeypatch, code, after=3)  # a few files are written, then the disk fails
+    line = _fails_cleanly(argv, capsys, message, None if command == "train" else out)
+    assert "cannot write" in line
+    if command != "train":
+        assert not out.exists()  # whole or not at all: no half-written folder
+
+
+def test_a_failed_generate_leaves_the_earlier_output_whole(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "gen"
+    assert main(["generate", str(model), "--out", str(out), "--mode", "prior", "--n", "3", "-q"]) == 0
+    _fault(monkeypatch, errno.ENOSPC, after=2)
+    _fails_cleanly(["generate", str(model), "--out", str(out), "--mode", "prior", "--n", "30", "-q"], capsys, "disk is full", out)
+    assert len(list((out / "images").glob("*.png"))) == 3
+
+
+def test_a_diverged_run_says_how_to_start_again(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "div"
+    line = _fails_cleanly(["train", str(data), "--out", str(out), "--image-size", "28", "--epochs", "3", "--lr", "1e30", "-q"],
+                          capsys, "diverged")
+    assert f"delete {out}" in line and "lower --lr" in line
+    shutil.rmtree(out)
+    assert main(["train", str(data), "--out", str(out), "--image-size", "28", "--epochs", "1", "-q"]) == 0
+
+
+# ------------------------------------------------------------------------------------ 2-3. numbers
+@pytest.mark.parametrize("argv, message", [
+    (["train", "{data}", "--out", "{out}", "--seed", "99999999999999999999999"], "seed must be an integer from 0 to 4294967295"),
+    (["train", "{data}", "--out", "{out}", "--seed", "-1"], "seed must be an integer from 0"),
+    (["generate", "{model}", "--out", "{out}", "--seed", "99999999999999999999999"], "seed must be an integer"),
+    (["inspect", "{model}", "{data}", "--out", "{out}", "--seed", "99999999999999999999999"], "seed must be an integer"),
+    (["bench", "{data}", "--out", "{out}", "--first-seed", "99999999999999999999999"], "first_seed must be an integer"),
+    (["bench", "{data}", "--out", "{out}", "--split-seed", "-3"], "split_seed must be an integer"),
+    (["train", "{data}", "--out", "{out}", "--hidden-dim", "1000000000"], r"would have [\d,]+ weights .* GiB.*lower --hidden-dim"),
+    (["train", "{data}", "--out", "{out}", "--image-size", "64", "--widths", "100000", "100000"], "would have .* weights"),
+    (["bench", "{data}", "--out", "{out}", "--vae-hidden-dim", "1000000000"], "would have .* weights"),
+    (["train", "{data}", "--out", "{out}", "--recipe", "overlay", "--copies", "1000000000"], "copies must be at most"),
+    (["train", "{data}", "--out", "{out}", "--epochs", "1000000000"], "epochs must be at most"),
+    (["train", "{data}", "--out", "{out}", "--recipe", "overlay", "--copies", "900000", "--epochs", "500", "--batch-size", "16", "-q"],
+     "would take [\\d,]+ optimizer steps"),
+    (["generate", "{model}", "--out", "{out}", "--n", "1000000000"], "n must be at most 1,000,000"),
+    (["bench", "{data}", "--out", "{out}", "--steps", "999999999"], "at most 1,000,000"),
+    (["train", "{data}", "--out", "{out}", "--lr", "nan"], "lr must be a finite number"),
+    (["bench", "{data}", "--out", "{out}", "--gen-p", "2"], "gen_p must be a number in"),
+])
+def test_numbers_out_of_range(argv: list[str], message: str, data: Path, model: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    argv = [a.format(data=data, model=model, out=out) for a in argv]
+    _fails_cleanly(argv, capsys, message, out)
+    assert not out.exists()
+
+
+def test_a_model_folder_whose_config_asks_for_a_huge_model(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(model, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["model"]["hidden_dim"] = 10**9
+    (bad / "config.json").write_text(json.dumps(cfg))
+    _fails_cleanly(["generate", str(bad), "--out", str(tmp_path / "o")], capsys, "would have .* weights")
+
+
+# ------------------------------------------------------------------------------------ 4. the model folder's data section
+@pytest.mark.parametrize("field, value, message", [
+    ("classes", [1, 2, 3], "data.classes' must be a list of strings"),
+    ("classes", "abc", "data.classes' must be a list of strings"),
+    ("classes", ["a", "a", "b"], "duplicate names"),
+    ("background", 50, "data.background' must be the index of one of the"),
+    ("background", "x", "data.background' must be the index"),
+    ("names", ["only_one"], "names 1 sources but|has 1 names but"),
+    ("labels", [0, 1, 99], "data.labels' has values outside"),
+    ("labels", "zero", "data.labels' must be a list of class indices"),
+    ("background_class", "nope", "data.background_class' must be one of the classes"),
+    ("defect_sources", [0, 10**6], "data.defect_sources' must be a list of source indices"),
+    ("recipe", "magic", "data.recipe' must be one of"),
+    ("colour", "blue", "'data' has unknown key"),
+])
+@pytest.mark.parametrize("command", ["generate", "inspect"])
+def test_data_section_is_validated(field: str, value: Any, message: str, command: str, model: Path, data: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(model, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["data"][field] = value
+    (bad / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    argv = ["generate", str(bad), "--out", str(out), "--n", "2"] if command == "generate" else ["inspect", str(bad), str(data), "--out", str(out)]
+    _fails_cleanly(argv, capsys, message, out)
+
+
+def test_latents_that_do_not_match_the_config(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(model, bad)
+    lat = load_file(str(bad / "latents.safetensors"))
+    save_file({"mu": lat["mu"][:2], "logvar": lat["logvar"][:2], "labels": lat["labels"][:2]}, str(bad / "latents.safetensors"))
+    _fails_cleanly(["generate", str(bad), "--out", str(tmp_path / "o"), "--n", "2"], capsys, "names 12 sources but .* holds 2")
+
+
+def test_defects_that_do_not_match_the_config(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(model, bad)
+    (bad / "defects.safetensors").unlink()
+    _fails_cleanly(["generate", str(bad), "--out", str(tmp_path / "o"), "--mode", "transplant", "--backgrounds", str(bad)],
+                   capsys, "defects.safetensors is missing")
+
+
+# ------------------------------------------------------------------------------------ 5. damaged checkpoints
+def _rewrite_checkpoint(path: Path, change: Callable[[dict[str, torch.Tensor], dict[str, str]], None]) -> None:
+    tensors = load_file(str(path))
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata() or {})
+    change(tensors, meta)
+    save_file(tensors, str(path), metadata=meta or None)
+
+
+@pytest.mark.parametrize("damage", ["epoch_text", "no_metadata", "no_history", "bad_json", "other_model", "not_safetensors"])
+def test_damaged_checkpoint_on_resume(damage: str, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m"
+    base = ["train", str(data), "--out", str(out), "--image-size", "28", "--batch-size", "4", "-q"]
+    assert main([*base, "--epochs", "1"]) == 0
+    ckpt = out / "checkpoint.safetensors"
+    if damage == "epoch_text":
+        _rewrite_checkpoint(ckpt, lambda t, m: m.update(epoch="abc"))
+    elif damage == "no_metadata":
+        _rewrite_checkpoint(ckpt, lambda t, m: m.clear())
+    elif damage == "no_history":
+        _rewrite_checkpoint(ckpt, lambda t, m: m.pop("history"))
+    elif damage == "bad_json":
+        _rewrite_checkpoint(ckpt, lambda t, m: m.update(optimizer="{not json"))
+    elif damage == "other_model":
+        def other(t: dict[str, torch.Tensor], m: dict[str, str]) -> None:
+            key = next(k for k in t if k.startswith("model.") and k.endswith("weight"))
+            t[key] = torch.zeros(3, 3)
+        _rewrite_checkpoint(ckpt, other)
+    else:
+        ckpt.write_bytes(b"\x80\x04 a pickle, not safetensors")
+    _fails_cleanly([*base, "--epochs", "2", "--resume"], capsys, r"checkpoint\.safetensors (cannot be resumed|is not a valid safetensors)")
+
+
+# ------------------------------------------------------------------------------------ 9-10. confusing messages
+def test_the_same_source_twice(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = str(data / "crack" / "crack_0.png")
+    _fails_cleanly(["train", str(data), "--out", str(tmp_path / "m"), "--recipe", "overlay", "--sources", src, src, "--copies", "2",
+                    "--epochs", "1", "--image-size", "28"], capsys, "names the image .* more than once")
+
+
+def test_two_sources_with_the_same_file_stem_are_fine(data: Path, tmp_path: Path) -> None:
+    other = tmp_path / "data2"
+    shutil.copytree(data, other)
+    shutil.copy(other / "pore" / "pore_1.png", other / "crack" / "pore_1.png")  # the same stem in two class folders
+    assert main(["train", str(other), "--out", str(tmp_path / "m"), "--recipe", "overlay", "--sources", "crack/pore_1.png",
+                 "pore/pore_1.png", "--copies", "2", "--epochs", "1", "--image-size", "28", "-q"]) == 0
+    names = json.loads((tmp_path / "m" / "config.json").read_text())["data"]["names"]
+    assert names == ["crack/pore_1", "pore/pore_1"]
+
+
+def _split(tmp_path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    p = tmp_path / "split.csv"
+    p.write_text("path,class,split\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
+    return p
+
+
+def test_split_file_lists_one_image_twice_under_two_spellings(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    split = _split(tmp_path, [("crack/crack_0.png", "crack", "pool"), ("./crack/crack_0.png", "crack", "test"),
+                              ("pore/pore_0.png", "pore", "test")])
+    _fails_cleanly(["bench", str(data), "--out", str(tmp_path / "b"), "--split-file", str(split)], capsys,
+                   r"lists an image twice \('crack/crack_0.png' and './crack/crack_0.png' are the same image")
+
+
+@pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "crack/../../outside.png"])
+def test_split_paths_outside_the_data_folder(path: str, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    split = _split(tmp_path, [(path, "crack", "pool"), ("pore/pore_0.png", "pore", "test")])
+    _fails_cleanly(["bench", str(data), "--out", str(tmp_path / "b"), "--split-file", str(split)], capsys,
+                   r"outside DATA_DIR .*" + path.split("/")[-1].replace(".", r"\."))
+
+
+def test_a_class_with_one_image(tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    few = tmp_path / "few"
+    shutil.copytree(data, few)
+    for p in sorted((few / "pore").iterdir())[1:]:
+        p.unlink()
+    line = _fails_cleanly(["bench", str(few), "--out", str(tmp_path / "b"), "--per-class", "1"], capsys, "class 'pore' has 1 image")
+    assert "index" not in line
+    split = _split(tmp_path, [("crack/crack_0.png", "crack", "pool"), ("crack/crack_1.png", "crack", "test"),
+                              ("pore/pore_0.png", "pore", "test")])
+    line = _fails_cleanly(["bench", str(few), "--out", str(tmp_path / "b2"), "--split-file", str(split), "--per-class", "1"], capsys,
+                          "'pore' has 0 pool images.*add pool images to 'pore'")
+    assert "at most 0" not in line
+
+
+def test_collapse_warning_once_and_consistent(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from augvae.data.images import load_folder
+    from augvae.training import train
+    from augvae.config import ModelConfig, recipe_config
+
+    same = load_folder(data, 28).subset([0, 0, 0, 0])  # one image four times: one cluster
+    res = train(same, ModelConfig(image_size=28, latent_dim=2), recipe_config("small-set", epochs=2, batch_size=4), progress=False)
+    assert len(res.warnings) == 1
+    msg = res.warnings[0]
+    assert "posterior collapse" in msg and "of 2 latent dimensions are active" not in msg
+
+
+def test_unknown_background_class(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _fails_cleanly(["train", str(data), "--out", str(tmp_path / "m"), "--background-class", "ok", "--image-size", "28"], capsys,
+                   "background class 'ok' is not one of the classes .*clean")
