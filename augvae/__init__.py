@@ -54,6 +54,7 @@ _NAMES = {
     "random_overlays": "augvae.overlay.engine",
     "transplant_onto": "augvae.overlay.engine",
     "extract_defects": "augvae.overlay.extract",
+    "vae_projector": "augvae.overlay.extract",
     "load_sources": "augvae.overlay.sources",
     "ImageSet": "augvae.data.images",
     "load_folder": "augvae.data.images",
@@ -86,7 +87,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from augvae.latent import LatentSet, encode, interpolate, traverse_grid
     from augvae.model import ConvVAE, load_model
     from augvae.overlay.engine import overlay, random_overlays, transplant_onto
-    from augvae.overlay.extract import extract_defects
+    from augvae.overlay.extract import extract_defects, vae_projector
     from augvae.overlay.policy import OverlayOptions
     from augvae.overlay.sources import load_sources
     from augvae.training import TrainResult, train

@@ -23,6 +23,12 @@ import torch
 
 from augvae._io import write_csv, write_json
 from augvae.config import GenerateConfig, ModelConfig, config_to_dict, recipe_config
+from augvae.data.images import ImageSet, load_images, read_image
+from augvae.data.synthetic import write_overlay_sources
+from augvae.generate import generate
+from augvae.metrics import evaluate_formulations
+from augvae.report import inspect_model
+from augvae.training import train
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -50,12 +56,6 @@ QUICK = DemoConfig(image_size=32, latent_dim=4, copies=20, epochs=2, kl_warmup_e
 def run_demo(out_dir: str | os.PathLike[str] = "augvae-demo", quick: bool = False, bench: bool = True, progress: bool = True,
              config: DemoConfig | None = None) -> dict[str, object]:
     """Run the demo and print where its outputs are; returns a summary dict (also ``summary.json``)."""
-    from augvae.data.images import ImageSet, load_images
-    from augvae.data.synthetic import write_overlay_sources
-    from augvae.generate import generate
-    from augvae.metrics import evaluate_formulations
-    from augvae.report import inspect_model
-    from augvae.training import train
 
     cfg = config or (QUICK if quick else DemoConfig())
     out = Path(out_dir)
@@ -74,7 +74,6 @@ def run_demo(out_dir: str | os.PathLike[str] = "augvae-demo", quick: bool = Fals
     say(f"2. training the overlay recipe: {cfg.copies} copies x 4 sources, {cfg.epochs} epochs, batch 10, latent {cfg.latent_dim}")
     result = train(data, mcfg, tcfg, out_dir=model_dir, resume=True, progress=progress, background=3)
 
-    from augvae.data.images import read_image
 
     masks = torch.stack([torch.from_numpy(read_image(images_dir.parent / "masks" / f"{n}.png")[..., 0] > 0.5) for n in names])
     rows = evaluate_formulations(result.model, data.images, masks, background=3)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from augvae._io import output_folder, write_csv, write_json
 from augvae.config import GenerateConfig, config_to_dict
+from augvae.data.images import load_folder
 from augvae.errors import ConfigError
 from augvae.figures import mosaic, save_png, to_uint8
 from augvae.latent import traverse_grid
@@ -69,7 +70,6 @@ def _batches(cfg: GenerateConfig, model_dir: str | os.PathLike[str]) -> tuple[in
 
         return cfg.n, min(8, cfg.n), overlays()
     if cfg.mode == "transplant":
-        from augvae.data.images import load_folder
 
         sources = load_sources(model_dir)
         # k defects of one class (the image gets that class), or of any classes (a soft label).
@@ -85,8 +85,9 @@ def _batches(cfg: GenerateConfig, model_dir: str | os.PathLike[str]) -> tuple[in
                 images, labels, records = transplant_onto(sources, bg.images[idx], [names[i] for i in idx.tolist()], opts, gen)
                 rows = []
                 for i, r in enumerate(records):
-                    label = sources.classes[int(labels[i])] if labels.ndim == 1 else "+".join(
-                        f"{c}:{float(v):.2f}" for c, v in zip(sources.classes, labels[i].tolist()) if v > 0)
+                    parts = {c: v for c, v in zip(sources.classes, labels[i].tolist()) if v > 0} if labels.ndim == 2 else {}
+                    label = sources.classes[int(labels[i])] if labels.ndim == 1 else (
+                        next(iter(parts)) if len(parts) == 1 else "+".join(f"{c}:{v:.2f}" for c, v in parts.items()))
                     rows.append({**r.row(), "index": start + i, "label": label})
                 yield images, rows
 

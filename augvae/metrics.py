@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from augvae.overlay import overlay
+
 __all__ = ["defect_retention", "background_error", "cluster_separation", "evaluate_formulations"]
 
 
@@ -95,7 +97,6 @@ def evaluate_formulations(
     """
     from itertools import combinations
 
-    from augvae.overlay import overlay
 
     defects = [i for i in range(images.shape[0]) if i != background]
     if combos is None:

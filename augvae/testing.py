@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from augvae._imageops import blur
 from augvae.checkpoint import WEIGHTS_FILE, save_model
 from augvae.config import ModelConfig
+from augvae.data.synthetic import DEFECT_KINDS, make_image
 from augvae.model import ConvVAE
 
 __all__ = ["example_model_folder"]
@@ -32,8 +34,6 @@ _EXAMPLES: dict[tuple[Any, ...], Path] = {}
 
 def _synthetic_defects(names: list[str], labels: torch.Tensor, image_size: int, channels: int, seed: int) -> dict[str, torch.Tensor]:
     """Real (procedural) defects with their true masks: image, the same surface without it, residual, mask."""
-    from augvae._imageops import blur
-    from augvae.data.synthetic import DEFECT_KINDS, make_image
 
     images, clean, masks = [], [], []
     for i, c in enumerate(labels.tolist()):

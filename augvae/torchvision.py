@@ -43,7 +43,15 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from augvae._adapter import OverlayAdapter, check_p, label_like, parse_label
-from augvae._convert import check_batch_values, check_float_values, check_image_shape, image_to_tensor, tensor_to_image
+from augvae._convert import (
+    batch_to_float,
+    check_batch_values,
+    check_float_values,
+    check_image_shape,
+    float_to_batch,
+    image_to_tensor,
+    tensor_to_image,
+)
 from augvae.errors import ConfigError, InputError
 from augvae.overlay.engine import render
 from augvae.overlay.policy import OverlayOptions, draw_torch, make_plan, mix_labels, no_plan
@@ -55,6 +63,16 @@ def _is_label(x: Any) -> bool:
     if isinstance(x, Tensor):
         return x.ndim == 0 and not x.is_floating_point() and x.dtype != torch.bool
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (float, bool, np.floating, np.bool_))
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, Tensor):
+        return f"Tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return type(x).__name__
 
 
 def _to_float(inpt: Any) -> Tensor:
@@ -110,7 +128,7 @@ class VAEOverlay(OverlayAdapter, v2.Transform):
         ((40, 30), 'RGB', torch.Size([3]))
     """
 
-    _transformed_types = (Tensor, PIL.Image.Image, np.ndarray, _is_label)
+    _transformed_types = (Tensor, PIL.Image.Image, np.ndarray, _is_label, _is_number)
 
     def __init__(self, model_path: str | os.PathLike[str], p: float = 0.5, options: OverlayOptions | None = None,
                  **overlay_options: Any) -> None:
@@ -120,8 +138,9 @@ class VAEOverlay(OverlayAdapter, v2.Transform):
 
     def _needs_transform_list(self, flat_inputs: list[Any]) -> list[bool]:
         # torchvision's heuristic transforms only the first pure tensor; a 0-d integer tensor is a label, not an image.
+        # Other small tensors and numbers reach make_params too (and pass through), so that a wrong label can be named.
         needs = super()._needs_transform_list(flat_inputs)
-        return [n or (isinstance(x, Tensor) and _is_label(x)) for n, x in zip(needs, flat_inputs)]
+        return [n or (isinstance(x, Tensor) and x.ndim <= 1) for n, x in zip(needs, flat_inputs)]
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         """Decide whether to fire; draw the sources and the new label (torch's global RNG)."""
@@ -132,7 +151,7 @@ class VAEOverlay(OverlayAdapter, v2.Transform):
         params: dict[str, Any] = {"applied": applied, "label": label, "src": src, "opts": opts}
         if label is None:
             if applied and opts.keep_input and opts.policy != "soft":
-                kinds = ", ".join(sorted({type(x).__name__ for x in flat_inputs})) or "nothing"
+                kinds = ", ".join(dict.fromkeys(_describe(x) for x in flat_inputs)) or "nothing"
                 raise InputError(f"policy {opts.policy!r} needs the image's class, but the sample holds no integer label "
                                  f"(it holds: {kinds}); call the transform on (image, label) with an int or a 0-d integer tensor")
             y = torch.tensor([-1])
@@ -147,6 +166,8 @@ class VAEOverlay(OverlayAdapter, v2.Transform):
         """Overlay an image, or return the new label; pass anything else through."""
         if _is_label(inpt):
             return label_like(params["new_label"], inpt, params["opts"].soft_labels, "tensor") if inpt is params["label"] else inpt
+        if _is_number(inpt) or (isinstance(inpt, Tensor) and inpt.ndim <= 1):
+            return inpt
         if not params["applied"] or not bool(params["plan"].valid.any()):
             return inpt
         if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
@@ -212,7 +233,6 @@ class BatchVAEOverlay(OverlayAdapter, v2.Transform):
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         """Check the batch, draw its random numbers and plan it (sources, weights, new labels); nothing is rendered here."""
-        from augvae._convert import batch_to_float
 
         images, labels = flat_inputs
         x, fmt = batch_to_float(images.as_subclass(Tensor), "images", self.check_values)
@@ -234,7 +254,6 @@ class BatchVAEOverlay(OverlayAdapter, v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         """The overlaid images (one call of the engine's renderer), or the new labels."""
-        from augvae._convert import float_to_batch
 
         if inpt is params["labels"]:
             return params["new_labels"]

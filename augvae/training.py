@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-
 from tqdm.auto import tqdm
 
 from augvae._io import check_output_folder, output_lock, save_tensors, write_csv
@@ -49,6 +48,7 @@ from augvae.checkpoint import (
 from augvae.config import ExtractConfig, ModelConfig, TrainConfig, config_to_dict, recipe_config
 from augvae.data.images import ImageSet
 from augvae.errors import ConfigError, DataError, ModelFolderError, OutputError
+from augvae.figures import plot_history
 from augvae.model import ConvVAE, check_images
 from augvae.overlay.extract import extract_defects, vae_projector
 
@@ -512,6 +512,5 @@ def _resume(root: Path, model: ConvVAE, opt: torch.optim.Optimizer, mcfg: ModelC
 
 
 def _plot_history(path: Path, history: Sequence[dict[str, float]]) -> None:
-    from augvae.figures import plot_history
 
     plot_history(history, path)

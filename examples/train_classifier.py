@@ -206,10 +206,10 @@ with (out / "timings.csv").open("w", newline="") as f:
 print("(test accuracy after a few epochs from scratch is a smoke check, not a benchmark)")
 
 # -- 5. what each arm generates: one row per arm, for the same eight training images ---------------------------
-import matplotlib
+import matplotlib  # noqa: E402 - only this last step draws
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # noqa: E402
 
 picks = [train_items[i] for i in np.linspace(0, len(train_items) - 1, 8).astype(int)]
 real = [Image.open(path).convert("L").resize((S, S)) for path, _ in picks]

@@ -22,6 +22,7 @@ and the test accuracy of the result.
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
 import os
@@ -61,7 +62,8 @@ if "RANK" not in os.environ:
     sys.exit("run this script with torchrun, e.g.: torchrun --standalone --nproc_per_node 2 examples/train_ddp.py")
 torch.set_num_threads(args.threads)
 cuda = torch.cuda.is_available()
-dist.init_process_group("nccl" if cuda else "gloo")
+# A generous timeout: on a loaded machine a rank may wait minutes for the other (the default is 30 min for gloo).
+dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=30))
 rank, world = dist.get_rank(), dist.get_world_size()
 device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu")
 out = Path(args.out)
@@ -187,4 +189,7 @@ if rank == 0:
         json.dump(summary, f, indent=1)
     os.replace(f.name, out / "summary.json")
     log(f"test accuracy {accuracy:.3f}; same parameters on every rank: {summary['same_parameters_on_every_rank']} -> {out / 'summary.json'}")
+# Leave together: a rank that tears gloo down while another is still working (rank 0 above) can abort at exit on a
+# starved machine ("terminate called without an active exception"). The barrier makes both ranks reach the teardown.
+dist.barrier()
 dist.destroy_process_group()

@@ -232,7 +232,8 @@ def _write_split(path: Path, data_dir: Path, test_per_class: int = 2, drop_test_
 def test_test_rows_are_never_trained_on(bench_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Record every image the VAEs and the classifiers train on; none is a test row of the split file."""
     from augvae import training
-    from augvae.bench import arms, runner, split as bsplit
+    from augvae.bench import arms, runner
+    from augvae.bench import split as bsplit
 
     split = _write_split(tmp_path / "splits.csv", bench_data)
     with open(split, newline="") as fh:

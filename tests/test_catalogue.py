@@ -306,9 +306,9 @@ def test_a_class_with_one_image(tmp_path: Path, data: Path, capsys: pytest.Captu
 
 
 def test_collapse_warning_once_and_consistent(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from augvae.config import ModelConfig, recipe_config
     from augvae.data.images import load_folder
     from augvae.training import train
-    from augvae.config import ModelConfig, recipe_config
 
     same = load_folder(data, 28).subset([0, 0, 0, 0])  # one image four times: one cluster
     res = train(same, ModelConfig(image_size=28, latent_dim=2), recipe_config("small-set", epochs=2, batch_size=4), progress=False)
@@ -320,3 +320,84 @@ def test_collapse_warning_once_and_consistent(data: Path, tmp_path: Path, capsys
 def test_unknown_background_class(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _fails_cleanly(["train", str(data), "--out", str(tmp_path / "m"), "--background-class", "ok", "--image-size", "28"], capsys,
                    "background class 'ok' is not one of the classes .*clean")
+
+
+# ------------------------------------------------------------------------------------ 6-8. the Python API
+def test_mixed_dataset_label_outside_the_classes(model: Path) -> None:
+    from augvae.data import MixedDataset
+    from augvae.errors import DataError
+
+    real = [(torch.rand(1, 28, 28), 7), (torch.rand(1, 28, 28), 1)]
+    mixed = MixedDataset(model, real, ratio=0.5, policy="same-class")
+    with pytest.raises(DataError, match=r"label of item 0 of the wrapped dataset: 7 is not a class index in \[0, 3\) \(classes: clean, crack, pore\)"):
+        for i in range(len(mixed)):
+            mixed[i]
+
+
+def test_torchvision_transform_takes_numpy_images_and_tensor_labels(model: Path) -> None:
+    import numpy as np
+
+    from augvae.torchvision import VAEOverlay
+
+    t = VAEOverlay(model, p=1.0)
+    torch.manual_seed(0)
+    image = np.full((28, 28), 128, np.uint8)
+    out, label = t(image, torch.tensor(0))  # class 0 is 'clean': a defect is put onto it
+    assert isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.shape == (28, 28)
+    assert isinstance(label, torch.Tensor) and label.ndim == 0 and int(label) in (1, 2)
+    assert not np.array_equal(out, image)
+
+
+def test_torchvision_transform_names_a_wrong_label(model: Path) -> None:
+    from augvae.errors import InputError
+    from augvae.torchvision import VAEOverlay
+
+    t = VAEOverlay(model, p=1.0, policy="same-class")
+    with pytest.raises(InputError, match=r"no integer label \(it holds: Tensor of shape \(1, 28, 28\).*, float\)"):
+        t(torch.rand(1, 28, 28), 1.0)
+    with pytest.raises(InputError, match=r"no integer label .*Tensor of shape \(3,\) and dtype torch.float32"):
+        t(torch.rand(1, 28, 28), torch.tensor([0.0, 1.0, 0.0]))  # a one-hot label: say what came and what is expected
+    with pytest.raises(InputError, match=r"label 5 is not a class index in \[0, 3\)"):
+        t(torch.rand(1, 28, 28), 5)
+
+
+def test_overlay_recipe_keeps_the_folder_classes(data: Path, tmp_path: Path) -> None:
+    """The bug of issue 10: an overlay-recipe model listed one class per source, so labels meant the wrong classes."""
+    import albumentations as A
+    import numpy as np
+
+    from augvae.albumentations import VAEOverlay as AlbuOverlay
+    from augvae.data import MixedDataset
+    from augvae.errors import InputError
+    from augvae.torchvision import BatchVAEOverlay, VAEOverlay
+
+    out = tmp_path / "overlay"
+    srcs = ["crack/crack_0.png", "crack/crack_1.png", "pore/pore_0.png", "pore/pore_1.png", "clean/clean_0.png"]
+    assert main(["train", str(data), "--out", str(out), "--recipe", "overlay", "--sources", *srcs, "--copies", "4", "--epochs", "1",
+                 "--image-size", "28", "-q"]) == 0
+    meta = json.loads((out / "config.json").read_text())["data"]
+    assert meta["classes"] == ["clean", "crack", "pore"]
+    assert [meta["classes"][i] for i in meta["labels"]] == ["crack", "crack", "pore", "pore", "clean"]
+    img = np.full((28, 28), 120, np.uint8)
+    for y in (1, 2):  # same-class: every source of the image's folder class, and the label stays
+        t = A.Compose([AlbuOverlay(out, p=1.0, policy="same-class", formulation="residual")], seed=y)
+        assert t(image=img, label=y)["label"] == y
+        torch.manual_seed(y)
+        assert VAEOverlay(out, p=1.0, policy="same-class", formulation="residual")(torch.rand(1, 28, 28), y)[1] == y
+    ob = A.Compose([AlbuOverlay(out, p=1.0, policy="onto-background", formulation="residual")], seed=0)
+    assert all(ob(image=img, label=0)["label"] in (1, 2) for _ in range(5))  # a clean image gets a crack or a pore
+    with pytest.raises(InputError, match=r"label 8 is not a class index in \[0, 3\) \(classes: clean, crack, pore\)"):
+        A.Compose([AlbuOverlay(out, p=1.0)], seed=0)(image=img, label=8)
+    _, soft = BatchVAEOverlay(out, p=1.0, policy="soft", num_classes=3)(torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 1]))
+    assert soft.shape == (4, 3)
+    mixed = MixedDataset(out, [(torch.rand(1, 28, 28), i % 3) for i in range(6)], ratio=0.5, policy="same-class",
+                         formulation="residual")
+    assert [mixed[i][1] for i in range(6, 12)] == [i % 3 for i in range(6)]
+    # another label order: classes=[...] maps them; a name the model does not know is an error, not a guess
+    swapped = VAEOverlay(out, p=1.0, policy="same-class", formulation="residual", classes=["pore", "crack", "clean"])
+    torch.manual_seed(0)
+    assert swapped(torch.rand(1, 28, 28), 0)[1] == 0
+    from augvae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"do not match the model's classes .*'scratch'"):
+        VAEOverlay(out, p=1.0, classes=["crack", "scratch", "clean"])(torch.rand(1, 28, 28), 0)

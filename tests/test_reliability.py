@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from augvae import ConvVAE, ModelConfig, ModelFolderError
-from augvae.model import load_model
 from augvae.config import TrainConfig, config_from_dict
 from augvae.errors import ConfigError, OutputLockedError
+from augvae.model import load_model
 
 
 @pytest.fixture()

@@ -60,9 +60,10 @@ from augvae.config import recipe_config
 from augvae.data.images import ImageSet
 from augvae.errors import ConfigError
 from augvae.model import load_model
+from augvae.overlay.combine import sample_around
 from augvae.overlay.engine import overlay, overlay_batch, random_overlays
 from augvae.overlay.extract import blur_projector, extract_defects, vae_projector
-from augvae.overlay.policy import OverlayOptions, draw_torch
+from augvae.overlay.policy import OverlayOptions, draw_torch, mix_class_lists
 from augvae.overlay.sources import load_sources, sources_from_defects
 from augvae.training import train
 
@@ -417,7 +418,6 @@ def _library_overlays(vae: CachedVAE, train_set: ImageSet, n: int, cfg: BenchCon
 def _onto_real(vae: CachedVAE, images: Tensor, sel: Tensor, m: int, cfg: BenchConfig, gen: torch.Generator,
                picks: Tensor | None = None) -> Tensor:
     """``overlay_base="real"``: ``x_i + sum_j (decode(z_j) - decode(z_i))`` for a real image ``x_i`` (the engine's ``overlay``)."""
-    from augvae.overlay.combine import sample_around
 
     if picks is None:
         picks = torch.stack([sel[torch.randperm(len(sel), generator=gen)[: cfg.overlay_k]] for _ in range(m)])
@@ -461,7 +461,6 @@ def _overlays(vae: CachedVAE, train_set: ImageSet, n: int, cfg: BenchConfig, see
             _one_hot(vae.labels[picks], len(classes)).mean(1)
     x, records = random_overlays(vae.model, vae.mu, vae.logvar, vae.names, source_classes, n, k=cfg.overlay_k,
                                  formulation=cfg.formulation, scale=cfg.overlay_scale, same_class=False, generator=gen)
-    from augvae.overlay.policy import mix_class_lists
 
     index = {name: i for i, name in enumerate(classes)}
     return x, mix_class_lists([[index[c] for c in r.classes] for r in records], len(classes), -1, OverlayOptions(policy="soft"))

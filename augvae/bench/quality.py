@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from augvae.bench.classifiers import predict
 from augvae.errors import InputError
 
 __all__ = ["frechet_distance", "generation_quality", "kernel_distance", "nearest_rmse"]
@@ -137,7 +138,6 @@ def generation_quality(
         ``{"per_class": {class: {...}}, "overall": {...}}``; every number is a float (NaN where a
         class has too few images for the measure).
     """
-    from augvae.bench.classifiers import predict
 
     gen_logits, gen_f = predict(reference, generated, with_features=True)
     _, train_f = predict(reference, train_images, with_features=True)

@@ -15,7 +15,10 @@ import os
 from pathlib import Path
 
 from augvae.bench.config import BenchConfig
+from augvae.bench.report import markdown_table
+from augvae.bench.runner import run_bench
 from augvae.config import ModelConfig
+from augvae.data.synthetic import write_dataset
 
 __all__ = ["QUICK_CONFIG", "quick_comparison"]
 
@@ -51,9 +54,6 @@ def quick_comparison(out_dir: str | os.PathLike[str], seeds: int = 3, progress: 
         A markdown table: arm, accuracy mean ± 95% CI, the paired difference to ``original`` with
         its paired t-test p-value.
     """
-    from augvae.bench.report import markdown_table
-    from augvae.bench.runner import run_bench
-    from augvae.data.synthetic import write_dataset
 
     out = Path(out_dir)
     cfg = QUICK_CONFIG.replace(seeds=seeds, **(_SMOKE if quick else {}))

@@ -15,7 +15,6 @@ N``, or one cluster job per cell) and ``OUT/bench.json``, and writes:
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from collections import defaultdict
@@ -31,6 +30,7 @@ from augvae.bench.config import ARMS, BASELINE_ARMS, CONTROL_ARMS
 from augvae.bench.results import CONVERGENCE_DIR, load_cells, read_bench, versions
 from augvae.bench.stats import CONFIDENCE, holm, paired_comparison, summarize
 from augvae.errors import DataError
+from augvae.figures import _save_fig, to_uint8
 
 __all__ = ["generated_vs_real_figure", "markdown_table", "summarize_cells", "headline", "convergence_outcome", "write_report"]
 
@@ -233,7 +233,6 @@ def _figure(**kw: Any) -> Any:
 
 
 def _save(fig: Any, path: Path) -> None:
-    from augvae.figures import _save_fig
 
     _save_fig(fig, path)
 
@@ -333,7 +332,6 @@ def generated_vs_real_figure(real: Any, generated: torch.Tensor, gen_labels: tor
         real: An :class:`~augvae.data.images.ImageSet` of real images.
         generated: (M, C, S, S) generated images; ``gen_labels`` their class indices.
     """
-    from augvae.figures import to_uint8
 
     classes = real.classes
     c, s = real.images.shape[1], real.images.shape[-1]

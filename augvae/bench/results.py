@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from augvae._io import write_json
+from augvae._version import __version__
 from augvae.errors import ConfigError
 
 __all__ = ["BENCH_FILE", "CELLS_DIR", "CONVERGENCE_DIR", "load_cells", "write_cell", "read_bench", "finished_ids", "versions"]
@@ -75,7 +76,6 @@ def versions() -> dict[str, str]:
     """Versions of the software a result depends on."""
     import importlib.metadata as md
 
-    from augvae._version import __version__
 
     out = {"augvae": __version__, "python": sys.version.split()[0], "platform": platform.platform()}
     for pkg in ("torch", "torchvision", "timm", "albumentations", "scikit-learn", "scipy", "numpy"):

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from augvae._imageops import resize
 from augvae.errors import ConfigError, DataError, ImageReadError, InputError
 
 __all__ = [
@@ -365,7 +366,6 @@ def _resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize of an (H, W, C) array with antialiasing, by augvae's one resizer (:func:`augvae._imageops.resize`)."""
     if arr.shape[0] == height and arr.shape[1] == width:
         return arr.copy()
-    from augvae._imageops import resize
 
     out = resize(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None], height, width)[0]
     return out.clamp(0.0, 1.0).permute(1, 2, 0).contiguous().numpy()

@@ -52,6 +52,7 @@ from augvae._adapter import OverlayAdapter, label_like, parse_label
 from augvae._convert import image_to_tensor, tensor_to_image
 from augvae._imageops import resize
 from augvae.config import check_choice
+from augvae.data.images import read_image
 from augvae.errors import ConfigError, DataError, InputError
 from augvae.overlay.engine import overlay_batch
 from augvae.overlay.policy import OverlayOptions, draw_torch, mix_class_lists
@@ -290,7 +291,6 @@ class MixedDataset(OverlayAdapter, Dataset):
         return torch.cat(images), torch.cat(labels)
 
     def _read_bank_folder(self, folder: Path) -> tuple[Tensor, Tensor]:
-        from augvae.data.images import read_image
 
         manifest = folder / "manifest.csv"
         if not manifest.is_file():

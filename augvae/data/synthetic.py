@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from augvae._io import write_bytes, write_csv
 from augvae.errors import ConfigError, InputError
@@ -167,24 +168,10 @@ def _smooth_1d(rng: np.random.Generator, n: int, knots: int) -> np.ndarray:
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur with reflected borders (numpy only)."""
+    """Gaussian blur with mirrored borders, out to 3 sigma (``scipy.ndimage.gaussian_filter``)."""
     if sigma <= 0:
         return image
-    radius = max(1, math.ceil(3 * sigma))
-    x = np.arange(-radius, radius + 1, dtype=np.float32)
-    kernel = np.exp(-0.5 * (x / sigma) ** 2)
-    kernel /= kernel.sum()
-    out = image
-    for axis in (0, 1):
-        pad = [(0, 0), (0, 0)]
-        pad[axis] = (radius, radius)
-        padded = np.pad(out, pad, mode="reflect")
-        acc = np.zeros_like(out)
-        length = out.shape[axis]
-        for k, w in enumerate(kernel):
-            acc += w * (padded[k : k + length] if axis == 0 else padded[:, k : k + length])
-        out = acc
-    return out
+    return ndimage.gaussian_filter(image, sigma, mode="mirror", truncate=3.0)
 
 
 def _capsule_coverage(shape: tuple[int, int], polylines: Sequence[tuple[np.ndarray, np.ndarray]], soft: float) -> np.ndarray:
@@ -338,22 +325,10 @@ def _add_boundary(img: np.ndarray, params: dict[str, float], other_texture: np.n
 
 
 def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
-    """Grow a boolean mask by ``px`` pixels in every direction (a square of side ``2 px + 1``)."""
-    out = mask.copy()
-    for axis in (0, 1):
-        reach = 0
-        while reach < px:  # doubling: after this step ``out`` covers a window of 2 (reach + k) + 1
-            k = min(reach + 1, px - reach)
-            grown = out.copy()
-            if axis == 0:
-                grown[k:] |= out[:-k]
-                grown[:-k] |= out[k:]
-            else:
-                grown[:, k:] |= out[:, :-k]
-                grown[:, :-k] |= out[:, k:]
-            out = grown
-            reach += k
-    return out
+    """Grow a boolean mask by ``px`` pixels in every direction (a square of side ``2 px + 1``; ``scipy.ndimage``)."""
+    if px <= 0:
+        return mask.copy()
+    return ndimage.maximum_filter(mask, size=2 * px + 1, mode="constant", cval=False)
 
 
 def _influence_margin(side: int) -> int:

@@ -12,3 +12,5 @@ BLEND_CHOICES = (*BLENDS, "random")
 POLICIES = ("same-class", "onto-background", "soft")
 #: How a defect's mask is estimated from its residual: dark (darker than expected), bright, or both.
 POLARITIES = ("dark", "bright", "both")
+#: Class names taken as defect-free when no ``background_class`` is named (compared case-insensitively).
+BACKGROUND_NAMES = ("clean", "ok", "good", "normal", "background", "defect-free", "defect_free", "no-defect", "none")

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from augvae._imageops import resize
 from augvae.errors import ConfigError, InputError
+from augvae.overlay._names import BLENDS
 from augvae.overlay.combine import (
     FORMULATIONS,
     LATENT_FORMULATIONS,
@@ -111,7 +112,6 @@ def _match_channels(src: VAESources, channels: int, opts: OverlayOptions) -> Non
 
 
 def _blend_codes(opts: OverlayOptions, mix: Tensor) -> Tensor:
-    from augvae.overlay._names import BLENDS
 
     if opts.blend == "random":
         return (mix * len(BLENDS)).long().clamp(0, len(BLENDS) - 1)
@@ -215,7 +215,6 @@ class OverlayRecord:
 
 def _records(src: VAESources, plan: Plan, opts: OverlayOptions, draws: Draws, backgrounds: list[str], height: int, width: int,
              start: int = 0) -> list[OverlayRecord]:
-    from augvae.overlay._names import BLENDS
 
     codes = _blend_codes(opts, draws.mix).tolist()
     out = []

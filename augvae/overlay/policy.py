@@ -37,7 +37,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,11 +46,9 @@ from torch import Tensor
 
 from augvae.config import check_choice
 from augvae.errors import ConfigError
-from augvae.overlay._names import BLEND_CHOICES, BLENDS, FORMULATIONS, POLICIES
+from augvae.overlay._names import BACKGROUND_NAMES, BLEND_CHOICES, BLENDS, FORMULATIONS, POLICIES
 from augvae.overlay.combine import check_formulation
-
-if TYPE_CHECKING:  # pragma: no cover
-    from augvae.overlay.sources import VAESources
+from augvae.overlay.sources import VAESources, as_classes
 
 __all__ = [
     "POLICIES",
@@ -73,8 +71,6 @@ __all__ = [
 DEFAULT_POLICY = "auto"
 #: The blend ``auto`` stands for: the measured best (README, "Defects onto defect-free surfaces").
 DEFAULT_BLEND = "random"
-#: Class names taken as defect-free when no ``background_class`` is named (compared case-insensitively).
-BACKGROUND_NAMES = ("clean", "ok", "good", "normal", "background", "defect-free", "defect_free", "no-defect", "none")
 
 
 def _as_range(value: Any, name: str, lo_limit: float, hi_limit: float, example: str) -> tuple[float, float]:
@@ -88,18 +84,6 @@ def _as_range(value: Any, name: str, lo_limit: float, hi_limit: float, example: 
     if not (math.isfinite(lo) and math.isfinite(hi) and lo_limit < lo <= hi <= hi_limit):
         raise ConfigError(f"{name} must satisfy {lo_limit} < low <= high <= {hi_limit}, got {value!r}; e.g. {example}")
     return lo, hi
-
-
-def _as_classes(classes: Any, what: str = "classes") -> tuple[str, ...] | None:
-    if classes is None:
-        return None
-    if isinstance(classes, str) or not isinstance(classes, Sequence) or not all(isinstance(c, str) for c in classes):
-        raise ConfigError(f"{what} must be a list of class names in label order (e.g. dataset.classes), got {classes!r}")
-    if not classes:
-        raise ConfigError(f"{what} is empty; pass the class names in label order, or None for the model's classes")
-    if len(set(classes)) != len(classes):
-        raise ConfigError(f"{what} has duplicate names: {list(classes)}")
-    return tuple(classes)
 
 
 def _check_bool(value: Any, name: str) -> None:
@@ -180,7 +164,7 @@ class OverlayOptions:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        object.__setattr__(self, "classes", _as_classes(self.classes))
+        object.__setattr__(self, "classes", as_classes(self.classes))
         if self.background_class is not None and not isinstance(self.background_class, str):
             raise ConfigError(f"background_class must be a class name (a string), got {self.background_class!r}")
 

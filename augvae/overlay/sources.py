@@ -31,12 +31,25 @@ from torch import Tensor
 from augvae.checkpoint import CONFIG_FILE, DEFECTS_FILE, LATENTS_FILE, WEIGHTS_FILE, load_defects, load_latents, read_config
 from augvae.errors import ConfigError, ModelFolderError
 from augvae.model import load_model
-from augvae.overlay.policy import BACKGROUND_NAMES, _as_classes
+from augvae.overlay._names import BACKGROUND_NAMES
 
-__all__ = ["VAESources", "SourceList", "check_model_folder", "clear_cache", "load_sources", "model_sources", "sources_from_latents",
+__all__ = ["as_classes", "VAESources", "SourceList", "check_model_folder", "clear_cache", "load_sources", "model_sources", "sources_from_latents",
            "sources_from_defects"]
 
 log = logging.getLogger("augvae")
+
+
+def as_classes(classes: Any, what: str = "classes") -> tuple[str, ...] | None:
+    """``classes`` as a tuple of distinct names in label order (None stays None), else :class:`ConfigError`."""
+    if classes is None:
+        return None
+    if isinstance(classes, str) or not isinstance(classes, Sequence) or not all(isinstance(c, str) for c in classes):
+        raise ConfigError(f"{what} must be a list of class names in label order (e.g. dataset.classes), got {classes!r}")
+    if not classes:
+        raise ConfigError(f"{what} is empty; pass the class names in label order, or None for the model's classes")
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"{what} has duplicate names: {list(classes)}")
+    return tuple(classes)
 
 
 @dataclass
@@ -221,7 +234,7 @@ def load_sources(model_path: str | os.PathLike[str], classes: Sequence[str] | No
         ConfigError: It has no stored latents, or ``classes`` / ``background_class`` do not fit it.
     """
     root = Path(os.fspath(model_path)).absolute()
-    classes_t = _as_classes(classes)
+    classes_t = as_classes(classes)
     if background_class is not None and not isinstance(background_class, str):
         raise ConfigError(f"background_class must be a class name (a string), got {background_class!r}")
     dev = torch.device(device)
@@ -253,7 +266,7 @@ def sources_from_latents(model: Any, mu: Tensor, logvar: Tensor, source_classes:
     names = list(names) if names is not None else [str(i) for i in range(n)]
     class_names = list(dict.fromkeys(source_classes))
     listed = SourceList(mu, logvar, names, list(source_classes), background, None, class_names)
-    return _prepare(model, listed, _as_classes(classes), None, mu.device, None, quiet=True, guess_background=False)
+    return _prepare(model, listed, as_classes(classes), None, mu.device, None, quiet=True, guess_background=False)
 
 
 def sources_from_defects(defects: dict[str, Tensor], source_classes: Sequence[str], classes: Sequence[str],
