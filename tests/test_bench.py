@@ -465,3 +465,67 @@ def test_library_overlays_use_the_policy_module(bench_data: Path, tmp_path: Path
     assert ts.bank_targets.sum(0).tolist() == [3.0] * 4  # same-class: each input keeps its (one-hot) label
     soft = build_training_set("vae", train_set, cfg.replace(policy="soft"), tmp_path, bd.data_key, 3, 0)
     assert soft.bank_targets is not None and torch.allclose(soft.bank_targets.sum(1), torch.ones(12))
+
+
+# ------------------------------------------------------------------------------------ budget, balance, defect-free setting
+def test_auto_budget_convergence_check_and_budget_cut(bench_data: Path, tmp_path: Path) -> None:
+    from augvae.bench.results import load_cells
+    from augvae.bench.runner import run_bench
+
+    cfg = BenchConfig(arms=("original", "vae"), **{**TINY, "per_class": (2,), "seeds": 2, "steps": 0, "auto_epochs": 2,
+                                                   "min_steps": 3, "convergence_check": True})
+    res = run_bench(bench_data, tmp_path, cfg, progress=False)
+    assert res["steps"] == 3  # 2 passes over 8 images in batches of 8 = 2 steps, at least min_steps = 3
+    long_cells = load_cells(tmp_path / "convergence")
+    assert sorted(c["id"] for c in long_cells) == sorted(f"small-cnn__{a}__k2__s{s}" for a in ("original", "vae") for s in (0, 1))
+    assert all(c["steps"] == 6 for c in long_cells)
+    report = (tmp_path / "report.md").read_text()
+    assert "Step budget: 3 optimizer steps" in report and "Convergence check: twice the steps" in report
+    assert "same conclusion" in report and "Budget-cut" not in report
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["convergence"] and {"same_conclusion", "short", "long"} <= set(results["convergence"][0])
+    cut = run_bench(bench_data, tmp_path / "cut", cfg.replace(steps=2, convergence_check=False), progress=False)
+    assert cut["steps"] == 2
+    first = (tmp_path / "cut" / "report.md").read_text().split("## Headline")[0]
+    assert "Budget-cut run: 2 optimizer steps per classifier, below the auto budget of 3" in first
+
+
+def test_class_balanced_batches() -> None:
+    from augvae.bench.arms import _batches, balanced_for
+
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    cfg = BenchConfig()
+    assert balanced_for(cfg, labels, 2) and not balanced_for(cfg, torch.tensor([0, 0, 1, 1]), 2)
+    assert not balanced_for(cfg.replace(balanced="off"), labels, 2) and balanced_for(cfg.replace(balanced="on"), labels[:20], 2)
+    gen = torch.Generator().manual_seed(0)
+    drawn = torch.cat([next(it) for it in [_batches(labels, 64, True, gen)] for _ in range(50)])
+    share = float((labels[drawn] == 1).float().mean())
+    assert 0.45 < share < 0.55  # each class half of the samples, though it has a tenth of the images
+    plain = torch.cat([next(it) for it in [_batches(labels, 50, False, gen)] for _ in range(4)])
+    assert sorted(plain[:100].tolist()) == list(range(100))  # consecutive permutations: every image once per pass
+
+
+def test_defect_free_setting_trains_every_arm_on_the_same_images(tmp_path: Path) -> None:
+    from augvae.bench.results import load_cells
+    from augvae.bench.runner import run_bench
+
+    write_dataset = __import__("augvae.data.synthetic", fromlist=["write_dataset"]).write_dataset
+    write_dataset(tmp_path / "d", n_per_class=6, size=32, seed=5, classes=("crack", "pore"), masks=False)
+    write_dataset(tmp_path / "c", n_per_class=20, size=32, seed=5, classes=("clean",), masks=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    for part in ("d", "c"):
+        for sub in (tmp_path / part / "images").iterdir():
+            sub.rename(data / sub.name)
+    arms = ("original", "classic", "transplant", "classic+transplant", "blurmask", "cutpaste")
+    cfg = BenchConfig(arms=arms, **{**TINY, "per_class": (2,), "seeds": 1, "background_class": "clean", "background_images": 8})
+    run_bench(data, tmp_path / "out", cfg, progress=False)
+    cells = {c["arm"]: c for c in load_cells(tmp_path / "out")}
+    paths = {a: sorted(c["train_paths"]) for a, c in cells.items()}
+    assert all(p == paths["original"] for p in paths.values())  # the same real images in every arm
+    assert sum(p.startswith("clean/") for p in paths["original"]) == 8 and len(paths["original"]) == 8 + 2 * 2
+    for arm in ("transplant", "blurmask", "cutpaste"):
+        assert cells[arm]["n_generated"] > 0 and cells[arm]["fit"]["balanced"]
+        assert cells[arm]["quality"]["per_class"]["clean"]["n_generated"] == 0  # only defect samples are generated
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "defect-free class 'clean' (8 pool images per cell)" in report

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The ELPV benchmark behind benchmarks/results/elpv/ (and the README's headline): the setting augvae is for,
+# a few defect images (k = 5, 10, 20 defective cells) and every defect-free pool image (1,358 'ok' cells).
+#
+# Run from the repository root:  bash benchmarks/run_elpv.sh
+#
+# ELPV images may not be copied into the repository (CC BY-NC-SA; see ../shared/datasets/elpv/SOURCE.md), so the
+# run folder (cells, cached VAEs and classifiers, the generated-vs-real image grids) lives OUTSIDE it ($RUN); only
+# results.json, report.md and the plots are written to benchmarks/results/elpv/<run>/.
+#
+# Budget on a shared 2-core CPU: the small-CNN grid is about 3 hours (2 jobs), its convergence check (original and
+# the best generated arm at twice the steps) about 1.5 more. Rerunning the script skips every finished cell.
+set -euo pipefail
+
+DATA=${DATA:-../shared/datasets/elpv}
+RUN=${RUN:-/work/runs/elpv}
+RESULTS=benchmarks/results/elpv
+COMMON=(--split-file "$DATA/splits.csv" --background-class ok --seeds 5 --image-size 64
+        --vae-steps 4000 --vae-batch-size 32 --vae-hidden-dim 128 --jobs 2 --threads 1 --cache-dir "$RUN/cache")
+ARMS=original,classic,transplant,classic+transplant,blurmask,classic+blurmask,cutpaste,classic+cutpaste
+
+# 1. The main grid: every arm, k = 5, 10, 20, the auto step budget, the convergence check.
+augvae bench "$DATA" --out "$RUN/small-cnn" --per-class 5,10,20 --arms "$ARMS" "${COMMON[@]}"
+augvae bench --report-only --out "$RUN/small-cnn" --report-to "$RESULTS/small-cnn" --no-grids
+
+# 2. The generated share: gen_p 0.25 instead of 0.5 for the transplant arms (k = 5, 10).
+augvae bench "$DATA" --out "$RUN/small-cnn-genp0.25" --per-class 5,10 --gen-p 0.25 --no-convergence-check \
+    --arms original,classic,transplant,classic+transplant "${COMMON[@]}"
+augvae bench --report-only --out "$RUN/small-cnn-genp0.25" --report-to "$RESULTS/small-cnn-genp0.25" --no-grids
