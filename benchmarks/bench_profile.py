@@ -3,7 +3,7 @@
 A cell of ``augvae bench`` is: draw the real training images, make generated samples on the fly
 (the overlay engine), classic augmentation (albumentations), and the classifier's forward, backward
 and optimizer step, for ``steps`` steps. This script times each part on one transplant cell in the
-defect-free setting (synthetic data at 64 px: 5 defects per class, 400 defect-free surfaces), then
+defect-free setting (synthetic data at 64 px: 5 defects per class, 300 defect-free surfaces), then
 the classifier step alone in fp32 NCHW, fp32 channels-last and bf16 autocast, for the small CNN and
 resnet18. It writes JSON with the settings, the figures and the command.
 
@@ -50,12 +50,12 @@ for part in ("d", "c"):
     for sub in (tmp / part / "images").iterdir():
         sub.rename(data / sub.name)
 cfg = BenchConfig(arms=("classic+transplant",), per_class=(5,), seeds=1, image_size=64, background_class="clean",
-                  background_images=400, steps=args.steps, vae_steps=300, vae_batch_size=32,
+                  background_images=300, steps=args.steps, vae_steps=300, vae_batch_size=32,
                   vae=ModelConfig(image_size=64, latent_dim=16, hidden_dim=64, activation="leaky_relu"), convergence_check=False)
 t0 = time.perf_counter()
 bd = prepare_data(data, cfg)
 t_load = time.perf_counter() - t0
-train_set = bd.data.subset(draw_train(bd, 5, 0, "clean", 400))
+train_set = bd.data.subset(draw_train(bd, 5, 0, "clean", 300))
 t0 = time.perf_counter()
 ts = arms.build_training_set("classic+transplant", train_set, cfg, tmp / "cache", bd.data_key, 5, 0)
 t_vae = time.perf_counter() - t0

@@ -66,3 +66,30 @@ def test_bad_batches_get_clear_errors(x: torch.Tensor, match: str) -> None:
 def test_decode_checks_latent_shape() -> None:
     with pytest.raises(InputError, match=r"\(B, 2\)"):
         ConvVAE(image_size=28).decode(torch.zeros(1, 3))
+
+
+def test_save_pretrained_and_from_pretrained_round_trip(tmp_path) -> None:
+    from augvae.errors import ModelFolderError
+
+    model = ConvVAE(ModelConfig(image_size=28, latent_dim=3))
+    model.save_pretrained(tmp_path / "m")
+    names = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert {"config.json", "model.safetensors"} <= set(names) and not [n for n in names if n.endswith((".bin", ".pt", ".pkl"))]
+    again = ConvVAE.from_pretrained(tmp_path / "m")
+    z = torch.randn(2, 3)
+    assert torch.equal(again.decode(z), model.decode(z)) and again.config == model.config
+    assert torch.equal(ConvVAE.load(tmp_path / "m").decode(z), model.decode(z))  # the old names stay as aliases
+    model.save(tmp_path / "old")
+    assert ConvVAE.from_pretrained(str(tmp_path / "old")).config == model.config
+    with pytest.raises(ModelFolderError, match="does not exist"):
+        ConvVAE.from_pretrained(tmp_path / "nope")
+    with pytest.raises(TypeError, match="architecture comes from config.json"):
+        ConvVAE.from_pretrained(tmp_path / "m", latent_dim=5)
+
+
+def test_from_pretrained_of_a_hub_id_without_network_is_one_clear_error(monkeypatch) -> None:
+    from augvae.errors import ModelFolderError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelFolderError, match="neither a local model folder nor a downloadable Hub repository"):
+        ConvVAE.from_pretrained("someone/augvae-model-that-is-not-here", local_files_only=True)

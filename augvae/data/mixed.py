@@ -35,12 +35,10 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,10 +50,10 @@ from augvae._adapter import OverlayAdapter, label_like, parse_label
 from augvae._convert import image_to_tensor, tensor_to_image
 from augvae._imageops import resize
 from augvae.config import check_choice
-from augvae.data.images import read_image
+from augvae.data.banks import load_bank
 from augvae.errors import ConfigError, DataError, InputError
 from augvae.overlay.engine import overlay_batch
-from augvae.overlay.policy import OverlayOptions, draw_torch, mix_class_lists
+from augvae.overlay.policy import OverlayOptions, draw_torch
 
 __all__ = ["MixedDataset", "MODES"]
 
@@ -250,27 +248,7 @@ class MixedDataset(OverlayAdapter, Dataset):
             return self._make_bank(n)
         if bank_size is not None:
             raise ConfigError("bank_size is only used when the bank is made in memory (bank=None)")
-        if isinstance(bank, (str, os.PathLike)):
-            return self._read_bank_folder(Path(bank))
-        if isinstance(bank, dict):
-            bank = (bank.get("images"), bank.get("labels"))
-        if isinstance(bank, (tuple, list)) and len(bank) == 2 and all(isinstance(t, Tensor) for t in bank):
-            images, labels = bank
-            if images.ndim != 4 or images.shape[0] == 0 or images.shape[1] not in (1, 3) or not images.is_floating_point():
-                raise DataError(f"bank images must be a non-empty float tensor (M, C, H, W) in [0, 1], got "
-                                f"{tuple(images.shape)} {images.dtype}")
-            if not bool(torch.isfinite(images).all()) or float(images.min()) < 0 or float(images.max()) > 1:
-                raise DataError("bank images must be finite and in [0, 1]")
-            if labels.shape[0] != images.shape[0] or labels.ndim not in (1, 2):
-                raise DataError(f"bank labels must be (M,) or (M, K) with M = {images.shape[0]}, got {tuple(labels.shape)}")
-            if labels.ndim == 1 and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-                raise DataError(f"bank labels must be class indices in [0, {self.num_classes}) (classes: "
-                                f"{', '.join(self.sources().classes)})")
-            if self._opts.soft_labels and labels.ndim == 1:
-                labels = torch.nn.functional.one_hot(labels.long(), self.num_classes).float()
-            return images.float().cpu(), labels.cpu()
-        raise ConfigError("bank must be None, the path of an `augvae generate --mode overlay` folder, or (images, labels) tensors; "
-                          f"got {type(bank).__name__}")
+        return load_bank(bank, self.sources(), self._opts)
 
     @torch.no_grad()
     def _make_bank(self, n: int) -> Any:
@@ -289,26 +267,3 @@ class MixedDataset(OverlayAdapter, Dataset):
             images.append(out.cpu())
             labels.append(new.cpu())
         return torch.cat(images), torch.cat(labels)
-
-    def _read_bank_folder(self, folder: Path) -> tuple[Tensor, Tensor]:
-
-        manifest = folder / "manifest.csv"
-        if not manifest.is_file():
-            raise DataError(f"{folder} is not an `augvae generate` output folder (no manifest.csv); write one with "
-                            f"`augvae generate MODEL_DIR --out {folder} --mode overlay`")
-        with manifest.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or "classes" not in rows[0] or "file" not in rows[0]:
-            raise DataError(f"{manifest} has no 'classes' and 'file' columns: it was not generated in overlay mode; "
-                            "regenerate with --mode overlay")
-        src = self.sources()
-        images, class_lists = [], []
-        for row in rows:
-            names = [c for c in row["classes"].split("+") if c]
-            unknown = [c for c in names if c not in src.classes]
-            if unknown or not names:
-                raise DataError(f"{manifest}: row {row.get('index')} has classes {row['classes']!r}, not among {src.classes}; "
-                                "pass classes=[...] that include them")
-            images.append(torch.from_numpy(read_image(folder / row["file"], channels=src.channels)).permute(2, 0, 1))
-            class_lists.append([src.classes.index(c) for c in names])
-        return torch.stack(images).float(), mix_class_lists(class_lists, src.num_classes, src.background, self._opts)
