@@ -234,10 +234,10 @@ class ExtractConfig:
 
     Example:
         >>> ExtractConfig().polarity
-        'dark'
+        'both'
     """
 
-    polarity: str = _h("which residuals are defects: dark (darker than the projection), bright, or both", default="dark")
+    polarity: str = _h("which residuals are defects: dark (darker than the projection), bright, or both", default="both")
     mask_sigma: float = _h("smoothing of the residual before thresholding, in pixels at the model's size", default=0.7)
     mask_low: float = _h("z-score where the mask starts (0 below)", default=1.5)
     mask_high: float = _h("z-score where the mask is 1", default=3.0)

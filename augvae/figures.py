@@ -55,8 +55,17 @@ def plot_latent_scatter(
     """
     from matplotlib.patches import Ellipse
 
-    pts = mu.detach().cpu().numpy()
-    std = (0.5 * logvar.detach().cpu()).exp().numpy() if logvar is not None else None
+    m = mu.detach().cpu().float()
+    var = logvar.detach().cpu().float().exp() if logvar is not None else None
+    axis_names = (f"z{dims[0] + 1}", f"z{dims[1] + 1}")
+    if m.shape[1] > 2 and m.shape[0] >= 2:  # more than 2 dimensions: the plane of the means' two principal axes
+        centre = m.mean(0)
+        axes = torch.linalg.svd(m - centre, full_matrices=False)[2][:2]  # (2, D)
+        m = (m - centre) @ axes.T
+        var = var @ (axes**2).T if var is not None else None  # each point's posterior variance along the two axes
+        dims, axis_names = (0, 1), ("first principal axis of the means", "second principal axis")
+    pts = m.numpy()
+    std = var.sqrt().numpy() if var is not None else None
     fig = _figure(figsize=(5.5, 5))
     ax = fig.add_subplot(1, 1, 1)
     two_d = pts.shape[1] > 1
@@ -70,8 +79,8 @@ def plot_latent_scatter(
     if names is not None and len(names) <= 40:
         for i, n in enumerate(names):
             ax.annotate(n, (pts[i, dims[0]], pts[i, dims[1]] if two_d else 0.0), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(f"z{dims[0] + 1}")
-    ax.set_ylabel(f"z{dims[1] + 1}" if two_d else "")
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1] if two_d else "")
     ax.set_title(title)
     ax.autoscale_view()
     if len(set(labels)) <= 20:

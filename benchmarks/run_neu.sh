@@ -29,5 +29,5 @@ augvae bench --report-only --out "$RUN/small-cnn" --report-to "$RESULTS/small-cn
 
 # The generated share on top of classic augmentation: gen_p 0.25 instead of 0.5.
 augvae bench "$DATA" --out "$RUN/small-cnn-genp0.25" --gen-p 0.25 --no-convergence-check \
-    --arms original,classic,classic+vae,classic+transplant "${COMMON[@]}"
+    --arms original,classic+vae,classic+transplant "${COMMON[@]}"
 augvae bench --report-only --out "$RUN/small-cnn-genp0.25" --report-to "$RESULTS/small-cnn-genp0.25" --no-grids

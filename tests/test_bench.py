@@ -452,7 +452,7 @@ def test_overlays_onto_real_images(bench_data: Path, tmp_path: Path, policy: str
 
 
 def test_library_overlays_use_the_policy_module(bench_data: Path, tmp_path: Path) -> None:
-    """overlay_base=library: augvae.policy.overlay_batch onto real training images, labels from the policy."""
+    """overlay_base=library: augvae.overlay.engine.overlay_batch onto real training images, labels from the policy."""
     from augvae.bench.arms import build_training_set
     from augvae.bench.split import draw_train, prepare_data
 

@@ -138,7 +138,7 @@ def test_residual_overlay_decodes_a_shared_background_once_with_the_same_result(
 
 
 def _reference_render(src, images, plan, opts, draws):  # type: ignore[no-untyped-def]
-    """``augvae.policy.render``'s residual branch as first written: every slot of every image decoded."""
+    """``augvae.overlay.engine.render``'s residual branch as first written: every slot of every image decoded."""
     from augvae._imageops import resize as _resize
 
     b, ch, h, w_ = images.shape
