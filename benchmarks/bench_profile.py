@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from _common import environment  # noqa: E402 - benchmarks/ helpers
 
 p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

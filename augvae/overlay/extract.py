@@ -81,12 +81,14 @@ def estimate_masks(residual: Tensor, cfg: ExtractConfig, reference_residual: Ten
     if reference_residual is not None and reference_residual.shape[0] >= 2:
         ref = blur(_signed(reference_residual, cfg.polarity).mean(1, keepdim=True), cfg.mask_sigma)
         centre, spread = ref.mean(0, keepdim=True), ref.std(0, keepdim=True)
-        spread = spread + 0.1 * spread.mean() + 1e-4  # a floor: pixels that never vary must not explode
+        # Floors: a pixel whose residual never varies (a constant surface) must not turn every rounding error into a
+        # defect; 0.01 is about 2.5 grey levels of an 8-bit image.
+        spread = spread.clamp_min(0.01) + 0.1 * spread.mean()
     else:
         flat = score.flatten(1)
         med = flat.median(1).values
         mad = (flat - med[:, None]).abs().median(1).values * 1.4826
-        centre, spread = med.view(-1, 1, 1, 1), (mad + 1e-4).view(-1, 1, 1, 1)
+        centre, spread = med.view(-1, 1, 1, 1), mad.clamp_min(0.01).view(-1, 1, 1, 1)
     z = (score - centre) / spread
     mask = ((z - cfg.mask_low) / (cfg.mask_high - cfg.mask_low)).clamp(0.0, 1.0)
     return blur(dilate(mask, cfg.dilate), cfg.feather).clamp(0.0, 1.0)
