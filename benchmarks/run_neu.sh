@@ -31,3 +31,9 @@ augvae bench --report-only --out "$RUN/small-cnn" --report-to "$RESULTS/small-cn
 augvae bench "$DATA" --out "$RUN/small-cnn-genp0.25" --gen-p 0.25 --no-convergence-check \
     --arms original,classic+vae,classic+transplant "${COMMON[@]}"
 augvae bench --report-only --out "$RUN/small-cnn-genp0.25" --report-to "$RESULTS/small-cnn-genp0.25" --no-grids
+
+# What augvae's transforms and MixedDataset do by default where there is no defect-free class (residual overlays onto
+# real images, same-class: the library's path), alone and on top of classic augmentation.
+augvae bench "$DATA" --out "$RUN/small-cnn-library" --overlay-base library --no-convergence-check \
+    --arms original,vae,classic+vae "${COMMON[@]}"
+augvae bench --report-only --out "$RUN/small-cnn-library" --report-to "$RESULTS/small-cnn-library" --no-grids

@@ -7,8 +7,9 @@ computed with different settings are refused rather than mixed.
 
 **The step budget** is the same for every arm (it isolates the data) and, by default, large enough
 for every arm: ``auto_epochs`` passes over the largest real training set of the grid, at least
-``min_steps``. **The convergence check**: after the grid, ``original`` and the best generated arm
-run again at twice the steps (``OUT/convergence``); the report says whether the conclusion changed.
+``min_steps``. **The convergence check**: after the grid, ``original``, the better baseline and the
+best generated arm run again at twice the steps (``OUT/convergence``); the report says whether the
+conclusion changed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from augvae._io import output_lock, try_lock, write_csv, write_json
 from augvae.bench.arms import ARM_SPECS
 from augvae.bench.cells import Cell, auto_steps, grid, run_cell, select_cells
-from augvae.bench.config import BenchConfig
+from augvae.bench.config import BASELINE_ARMS, CONTROL_ARMS, BenchConfig
 from augvae.bench.results import BENCH_FILE, CELLS_DIR, CONVERGENCE_DIR, finished_ids, load_cells, versions
 from augvae.bench.split import BenchData, prepare_data
 from augvae.config import config_to_dict
@@ -57,15 +58,16 @@ def _run_in_worker(cell: Cell) -> tuple[str, dict[str, Any] | None]:
                                  grids=_WORKER["grids"])
 
 
-def best_generated_arm(cells: Sequence[dict[str, Any]]) -> str | None:
-    """The generated arm (else any arm but ``original``) with the highest mean accuracy over its cells."""
-    def mean(arm: str) -> float:
-        return float(np.mean([c["metrics"]["accuracy"] for c in cells if c["arm"] == arm]))
+def _mean_accuracy(cells: Sequence[dict[str, Any]], arm: str) -> float:
+    return float(np.mean([c["metrics"]["accuracy"] for c in cells if c["arm"] == arm]))
 
+
+def best_generated_arm(cells: Sequence[dict[str, Any]]) -> str | None:
+    """augvae's generated arm (not a control; else any arm but ``original``) with the highest mean accuracy over its cells."""
     arms = sorted({c["arm"] for c in cells})
-    generated = [a for a in arms if ARM_SPECS[a].generated is not None]
+    generated = [a for a in arms if ARM_SPECS[a].generated is not None and a not in CONTROL_ARMS]
     pool = generated or [a for a in arms if a != "original"]
-    return max(pool, key=mean) if pool else None
+    return max(pool, key=lambda a: _mean_accuracy(cells, a)) if pool else None
 
 
 def _schedule(bd: BenchData, todo: list[Cell], cfg: BenchConfig, out: Path, cache: Path, steps: int, data_dir: str,
@@ -180,22 +182,24 @@ def run_bench(
 
 def _convergence(bd: BenchData, cfg: BenchConfig, out: Path, cache: Path, steps: int, command: Sequence[str] | None, data_dir: str,
                  split_file: str | None, group_file: str | None, progress: bool, grids: bool) -> None:
-    """``original`` and the best generated arm again, at twice the steps, into ``OUT/convergence``."""
+    """``original``, the better baseline and the best generated arm again, at twice the steps, into ``OUT/convergence``."""
     finished = [c for c in load_cells(out) if c.get("fingerprint") == cfg.fingerprint()]
     best = best_generated_arm(finished)
     if best is None:
         return
-    ccfg = cfg.replace(arms=tuple(dict.fromkeys(("original", best))), steps=2 * steps, convergence_check=False)
+    baselines = [a for a in BASELINE_ARMS if any(c["arm"] == a for c in finished)]
+    base = max(baselines, key=lambda a: _mean_accuracy(finished, a)) if baselines else "original"
+    ccfg = cfg.replace(arms=tuple(dict.fromkeys(("original", base, best))), steps=2 * steps, convergence_check=False)
     cout = out / CONVERGENCE_DIR
     done = finished_ids(cout, ccfg.fingerprint(), ccfg.cell_settings())
     write_json(cout / BENCH_FILE, {"config": config_to_dict(ccfg), "fingerprint": ccfg.fingerprint(), "data_dir": data_dir,
                                    "split": bd.split_source, "classes": bd.classes, "counts": bd.counts(),
                                    "command": list(command) if command else None, "versions": versions(),
-                                   "cells": [c.id for c in grid(ccfg)], "budget": {"steps": 2 * steps, "of": steps, "arm": best},
+                                   "cells": [c.id for c in grid(ccfg)], "budget": {"steps": 2 * steps, "of": steps, "arm": best, "baseline": base},
                                    "convergence_of": str(out)})
     todo = [c for c in grid(ccfg) if c.id not in done]
     if todo:
-        log.info("convergence check: %s and original at %d steps (%d cells)", best, 2 * steps, len(todo))
+        log.info("convergence check: %s at %d steps (%d cells)", ", ".join(ccfg.arms), 2 * steps, len(todo))
     _schedule(bd, todo, ccfg, cout, cache, 2 * steps, data_dir, split_file, group_file, progress, False)
 
 
