@@ -30,7 +30,16 @@ augvae bench "$DATA" --out "$RUN/small-cnn-genp0.25" --per-class 5,10 --gen-p 0.
 augvae bench --report-only --out "$RUN/small-cnn-genp0.25" --report-to "$RESULTS/small-cnn-genp0.25" --no-grids
 
 # 3. ResNet-18 from scratch: a reduced grid (k = 5, 10; three arms) at a cut budget of 400 steps (the auto budget,
-#    1,290 steps, would take about 20 hours on 2 cores); the convergence check doubles it.
-augvae bench "$DATA" --out "$RUN/resnet18" --classifiers resnet18 --per-class 5,10 --steps 400 \
+#    1,290 steps, would take about 20 hours on 2 cores), without the convergence check (it would double that).
+augvae bench "$DATA" --out "$RUN/resnet18" --classifiers resnet18 --per-class 5,10 --steps 400 --no-convergence-check \
     --arms original,classic,classic+transplant "${COMMON[@]}"
 augvae bench --report-only --out "$RUN/resnet18" --report-to "$RESULTS/resnet18" --no-grids
+
+# 4. Attempts to make the VAE's part count (k = 5, 10): generated samples filtered by the real-data classifier of the
+#    same cell (kept if it gives their class at least 0.5), and the pasted blend instead of a random one.
+augvae bench "$DATA" --out "$RUN/small-cnn-filter0.5" --per-class 5,10 --filter-confidence 0.5 --no-convergence-check \
+    --arms original,classic+transplant "${COMMON[@]}"
+augvae bench --report-only --out "$RUN/small-cnn-filter0.5" --report-to "$RESULTS/small-cnn-filter0.5" --no-grids
+augvae bench "$DATA" --out "$RUN/small-cnn-paste" --per-class 5,10 --blend paste --no-convergence-check \
+    --arms original,classic+transplant,classic+blurmask "${COMMON[@]}"
+augvae bench --report-only --out "$RUN/small-cnn-paste" --report-to "$RESULTS/small-cnn-paste" --no-grids
