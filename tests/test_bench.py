@@ -529,3 +529,18 @@ def test_defect_free_setting_trains_every_arm_on_the_same_images(tmp_path: Path)
         assert cells[arm]["quality"]["per_class"]["clean"]["n_generated"] == 0  # only defect samples are generated
     report = (tmp_path / "out" / "report.md").read_text()
     assert "defect-free class 'clean' (8 pool images per cell)" in report
+
+
+def test_channels_last_for_timm_models_on_cpu_gives_the_same_predictions() -> None:
+    from augvae.bench.classifiers import SmallCNN, create_classifier, predict, use_channels_last
+
+    cpu = torch.device("cpu")
+    timm_model, small = create_classifier("resnet18", 2, 1), SmallCNN(2)
+    assert use_channels_last(timm_model, "auto", cpu) and not use_channels_last(small, "auto", cpu)
+    assert use_channels_last(small, "channels-last", cpu) and not use_channels_last(timm_model, "contiguous", cpu)
+    x = torch.rand(4, 1, 32, 32)
+    plain, _ = predict(timm_model, x)
+    fast, _ = predict(timm_model.to(memory_format=torch.channels_last), x)
+    assert torch.allclose(plain, fast, atol=1e-4)  # the same model; only the order of the sums differs
+    with pytest.raises(ConfigError, match="unknown memory_format"):
+        BenchConfig(memory_format="nhwc")

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from augvae._io import blocking_lock, write_json
+from augvae.bench.classifiers import use_channels_last
 from augvae.bench.config import BenchConfig
 from augvae.bench.split import settings_key
 from augvae.checkpoint import load_latents, save_model
@@ -237,7 +238,8 @@ def fit_classifier(
     """
     from tqdm.auto import tqdm
 
-    model.to(device).train()
+    layout = torch.channels_last if use_channels_last(model, cfg.memory_format, device) else torch.contiguous_format
+    model.to(device, memory_format=layout).train()
     k = ts.num_classes
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
@@ -276,7 +278,7 @@ def fit_classifier(
             x = _apply_classic(classic, x)
         if mixer is not None:
             x, t = mixer(x, t.argmax(1))
-        x, t = x.to(device), t.to(device)
+        x, t = x.to(device).contiguous(memory_format=layout), t.to(device)
         with autocast:
             loss = F.cross_entropy(model(x).float(), t)
         opt.zero_grad(set_to_none=True)

@@ -111,7 +111,7 @@ def auto_steps(bd: BenchData, cfg: BenchConfig) -> dict[str, Any]:
 
 def _ref_path(cache: Path, bd: BenchData, cfg: BenchConfig, classifier: str, k: int, seed: int, steps: int) -> Path:
     key = settings_key(bd.data_key, classifier, steps, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.classifier_weights,
-                       cfg.background_class, cfg.background_images, cfg.balanced, cfg.precision)
+                       cfg.background_class, cfg.background_images, cfg.balanced, cfg.precision, cfg.memory_format)
     return cache / "ref" / key / f"{classifier}-k{k}-s{seed}.safetensors"
 
 

@@ -102,7 +102,10 @@ class BenchConfig:
     lr: float = _h("classifier learning rate (AdamW, cosine decay to 0 over the steps)", default=2e-3)
     weight_decay: float = _h("classifier AdamW weight decay", default=5e-4)
     classifier_weights: str = _h("a local .safetensors file of pretrained weights for a timm classifier (empty: from scratch)", default="")
-    precision: str = _h("classifier arithmetic: fp32, or bf16 (autocast; CPUs with bf16 support)", default="fp32")
+    precision: str = _h("classifier arithmetic: fp32, or bf16 (autocast; measured 13-25x slower on CPUs without bf16 units: "
+                        "benchmarks/results/bench_profile.json)", default="fp32")
+    memory_format: str = _h("classifier activations: auto (channels-last for timm models on CPU, measured 1.6x faster for "
+                            "resnet18; NCHW for the small CNN, where it is 0.85x), channels-last or contiguous", default="auto")
     gen_p: float = _h("every generated arm: probability that a training sample is replaced by a generated one (of the "
                       "same class; in the background-class setting only defect samples are)", default=0.5)
     ratio: float = _h("vae and vae-prior arms: generated images made per real training image (the bank sampled with gen_p)",
@@ -185,6 +188,7 @@ class BenchConfig:
         check_choice(self.device, DEVICES, "device")
         check_choice(self.balanced, ("auto", "on", "off"), "balanced")
         check_choice(self.precision, ("fp32", "bf16"), "precision")
+        check_choice(self.memory_format, ("auto", "channels-last", "contiguous"), "memory_format")
         check_choice(self.blend, BLEND_CHOICES, "blend")
         for name in ("lr", "mix_alpha", "blur_sigma"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
