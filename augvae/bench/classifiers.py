@@ -139,8 +139,9 @@ def create_classifier(name: str, num_classes: int, in_chans: int = 1, weights: s
 def use_channels_last(model: nn.Module, memory_format: str, device: torch.device) -> bool:
     """Whether a classifier runs on channels-last activations: ``auto`` picks them for timm models on CPU.
 
-    Measured by ``benchmarks/bench_profile.py`` on a 2-core CPU (64 px, batch 32): resnet18 1.6x faster per
-    step, the small CNN 0.85x (its 16-128 channels are too few for the channels-last kernels to pay).
+    ``benchmarks/bench_profile.py`` once measured resnet18 1.6x faster per step this way on a loaded 2-core CPU and the
+    small CNN 0.85x; whole benchmark cells of resnet18 were not faster (see ``benchmarks/README.md``), so the
+    benchmark's default stays ``contiguous``.
     """
     if memory_format == "auto":
         return not isinstance(model, SmallCNN) and device.type == "cpu"

@@ -104,8 +104,9 @@ class BenchConfig:
     classifier_weights: str = _h("a local .safetensors file of pretrained weights for a timm classifier (empty: from scratch)", default="")
     precision: str = _h("classifier arithmetic: fp32, or bf16 (autocast; measured 13-25x slower on CPUs without bf16 units: "
                         "benchmarks/results/bench_profile.json)", default="fp32")
-    memory_format: str = _h("classifier activations: auto (channels-last for timm models on CPU, measured 1.6x faster for "
-                            "resnet18; NCHW for the small CNN, where it is 0.85x), channels-last or contiguous", default="auto")
+    memory_format: str = _h("classifier activations: contiguous (NCHW), channels-last, or auto (channels-last for timm models "
+                            "on CPU); not the default: no cell got faster (benchmarks/README.md, 'Cheaper cells')",
+                            default="contiguous")
     gen_p: float = _h("every generated arm: probability that a training sample is replaced by a generated one (of the "
                       "same class; in the background-class setting only defect samples are)", default=0.5)
     ratio: float = _h("vae and vae-prior arms: generated images made per real training image (the bank sampled with gen_p)",
