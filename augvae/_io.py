@@ -259,11 +259,13 @@ def check_output_folder(path: str | os.PathLike[str], kind: str, own_files: Sequ
     Args:
         path: The ``--out`` folder.
         kind: What writes it (``generate``, ``inspect``, ``model``...), for the marker and messages.
-        own_files: File names that identify an earlier output of this kind (folders written before
-            the marker existed).
+        own_files: File names that together identify an earlier output of this kind written before
+            the marker existed: a folder without the marker is taken as augvae's only if it holds
+            all of them (one ``index.html`` of the user's is not enough).
 
     Raises:
-        OutputError: ``path`` is a file, or holds files of someone else.
+        OutputError: ``path`` is a file, holds files of someone else, or holds an augvae output
+            of another kind (a ``generate`` folder given to ``inspect``).
     """
     root = Path(path)
     if root.exists() and not root.is_dir():
@@ -271,13 +273,32 @@ def check_output_folder(path: str | os.PathLike[str], kind: str, own_files: Sequ
     if not root.is_dir():
         return root
     names = {p.name for p in root.iterdir() if p.name != ".augvae.lock"}
-    if not names or OUTPUT_MARKER in names or names & set(own_files):
+    if not names:
+        return root
+    if OUTPUT_MARKER in names:
+        theirs = _marker_kind(root / OUTPUT_MARKER)
+        if theirs == kind:
+            return root
+        raise OutputError(
+            f"--out {root} holds an augvae {theirs or 'output of unknown kind'} folder, not a {kind} one; augvae would "
+            "replace it: choose a new or empty --out folder"
+        )
+    if own_files and set(own_files) <= names:
         return root
     shown = ", ".join(sorted(names)[:3]) + (" ..." if len(names) > 3 else "")
     raise OutputError(
         f"--out {root} is a non-empty folder that augvae did not write ({shown}); augvae would replace its contents: "
         "choose a new or empty --out folder"
     )
+
+
+def _marker_kind(marker: Path) -> str | None:
+    """The ``kind`` an output marker names, or None if it cannot be read."""
+    try:
+        kind = json.loads(marker.read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
 
 
 @contextlib.contextmanager
@@ -307,6 +328,7 @@ def output_folder(path: str | os.PathLike[str], kind: str, own_files: Sequence[s
             raise _lock_error(root) from None
     try:
         with output_errors(root):
+            _recover(root)
             for stale in root.parent.glob(f".{root.name}.partial-*"):  # left by a killed writer
                 shutil.rmtree(stale, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
@@ -319,13 +341,30 @@ def output_folder(path: str | os.PathLike[str], kind: str, own_files: Sequence[s
                 if root.exists():
                     old = root.parent / f".{root.name}.old-{os.getpid()}"
                     os.replace(root, old)
-                os.replace(tmp, root)
+                try:
+                    os.replace(tmp, root)
+                except BaseException:
+                    if old is not None:  # put the earlier output back where it was
+                        os.replace(old, root)
+                    raise
                 if old is not None:
                     shutil.rmtree(old, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     finally:
+        # The lock file stays: unlinking it after release would let two later processes lock two different files.
         lock.release()
-        with contextlib.suppress(OSError):
-            (root.parent / f".{root.name}.augvae.lock").unlink()
+
+
+def _recover(root: Path) -> None:
+    """Undo a swap that a killed writer left half-done: ``root`` moved aside, the new output not yet in place.
+
+    The earlier output (``.NAME.old-PID``) is put back, so the folder is as it was before that run; old copies
+    left beside a complete ``root`` are removed.
+    """
+    olds = sorted(root.parent.glob(f".{root.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not root.exists():
+        os.replace(olds.pop(), root)
+    for stale in olds:
+        shutil.rmtree(stale, ignore_errors=True)

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from huggingface_hub import ModelHubMixin
 from torch import Tensor, nn
 
-from augvae.checkpoint import LoadedModel, read_model_folder, save_model
+from augvae.checkpoint import DEFECTS_FILE, LATENTS_FILE, LoadedModel, read_model_folder, save_model
 from augvae.config import ModelConfig
-from augvae.errors import InputError, ModelFolderError
+from augvae.errors import InputError, ModelFolderError, OutputError
 
 __all__ = ["ConvVAE", "VAEOutput", "LossTerms", "check_images", "load_model"]
 
@@ -85,8 +85,7 @@ def _channels_last(x: Tensor) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-class ConvVAE(nn.Module, ModelHubMixin, library_name="augvae", tags=["vae", "data-augmentation", "defect-detection"],
-              docs_url="https://github.com/augvae/augvae"):
+class ConvVAE(nn.Module, ModelHubMixin, library_name="augvae", tags=["vae", "data-augmentation", "defect-detection"]):
     """A convolutional VAE: ``encode(x) -> (mu, logvar)``, ``decode(z) -> x``.
 
     Encoder: ``stages`` x [conv 3x3 stride 2 + ReLU], flatten, dense ``hidden_dim`` + ReLU, then two
@@ -255,13 +254,27 @@ class ConvVAE(nn.Module, ModelHubMixin, library_name="augvae", tags=["vae", "dat
         return torch.cat([self.decode(z[s : s + batch_size].to(self.device)).cpu() for s in range(0, z.shape[0], batch_size)])
 
     # -------------------------------------------------------------- model folders (and the Hub)
+    def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> Any:
+        """Write a model folder (``config.json``, ``model.safetensors``, a model card), as ``huggingface_hub`` does.
+
+        Refused over a trained model folder (its sources belong to its own weights): checked first,
+        because ``huggingface_hub`` removes the folder's ``config.json`` before it writes.
+        """
+        _refuse_trained_folder(Path(save_directory))
+        return super().save_pretrained(save_directory, **kwargs)
+
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``config.json`` and ``model.safetensors`` (called by ``save_pretrained``)."""
         save_model(save_directory, self)
 
-    def save(self, path: str | os.PathLike[str], **kwargs: Any) -> None:
-        """Alias of :meth:`save_pretrained`."""
-        self.save_pretrained(path, **kwargs)
+    def save(self, path: str | os.PathLike[str], *, train_config: Any = None, data: dict[str, Any] | None = None,
+             latents: dict[str, Tensor] | None = None, defects: dict[str, Tensor] | None = None) -> None:
+        """Write a model folder, optionally with the sections training writes (see :func:`augvae.checkpoint.save_model`).
+
+        Without them this is :meth:`save_pretrained` for a local folder (no model card).
+        """
+        _refuse_trained_folder(Path(path))
+        save_model(path, self, train_config=train_config, data=data, latents=latents, defects=defects)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str], *, device: str | torch.device = "cpu",
@@ -292,8 +305,22 @@ class ConvVAE(nn.Module, ModelHubMixin, library_name="augvae", tags=["vae", "dat
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> ConvVAE:
-        """Alias of :meth:`from_pretrained` for a local folder."""
-        return cls.from_pretrained(path, device=device)
+        """:meth:`from_pretrained` for a local folder only: never reaches the network."""
+        return load_model(path, device).model
+
+
+def _refuse_trained_folder(root: Path) -> None:
+    """Refuse to write bare weights over a trained model folder: its sources belong to the old weights.
+
+    A trained folder's ``latents.safetensors`` / ``defects.safetensors`` and its ``data`` section
+    describe the images its own weights encoded; new weights under them would decode other images.
+    """
+    held = [name for name in (LATENTS_FILE, DEFECTS_FILE) if (root / name).exists()]
+    if held:
+        raise OutputError(
+            f"{root} is a trained model folder ({', '.join(held)} belong to its weights); saving other weights there "
+            "would orphan them: save into a new folder"
+        )
 
 
 def _local_folder(name: str | os.PathLike[str], revision: str | None, cache_dir: Any, force_download: bool,

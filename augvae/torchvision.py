@@ -150,7 +150,8 @@ class VAEOverlay(OverlayAdapter, v2.Transform):
         opts = self.resolved(src)
         params: dict[str, Any] = {"applied": applied, "label": label, "src": src, "opts": opts}
         if label is None:
-            if applied and opts.keep_input and opts.policy != "soft":
+            # Checked whether or not the transform fires: a missing or wrong label fails on every call, not half of them.
+            if opts.keep_input and opts.policy != "soft":
                 kinds = ", ".join(dict.fromkeys(_describe(x) for x in flat_inputs)) or "nothing"
                 raise InputError(f"policy {opts.policy!r} needs the image's class, but the sample holds no integer label "
                                  f"(it holds: {kinds}); call the transform on (image, label) with an int or a 0-d integer tensor")

@@ -16,9 +16,9 @@ from PIL import Image
 ROOT = os.environ.get('ELPV', '../shared/datasets/elpv')
 def load(size=64):
     path=os.path.join(os.environ.get('PRESCREEN_CACHE', '/tmp'), f'elpv{size}.pt')
-    try: return torch.load(path)
+    try: return torch.load(path, weights_only=True)  # tensors and strings only: nothing is unpickled
     except FileNotFoundError: pass
-    rows=list(csv.DictReader(open(f'{ROOT}/splits.csv')))
+    with open(f'{ROOT}/splits.csv', newline='') as fh: rows=list(csv.DictReader(fh))
     X=np.stack([np.asarray(Image.open(f"{ROOT}/{r['path']}").convert('L').resize((size,size),Image.BILINEAR),dtype=np.float32)/255 for r in rows])
     d={'x':torch.from_numpy(X)[:,None],'y':torch.tensor([r['class']=='defective' for r in rows]).long(),
        'test':torch.tensor([r['split']=='test' for r in rows]),'paths':[r['path'] for r in rows]}
@@ -40,7 +40,7 @@ p.add_argument('--seeds', default='0,1,2')
 p.add_argument('--steps', type=int, default=800)
 p.add_argument('--q', type=float, default=0.5)
 p.add_argument('--blend', default='add')
-p.add_argument('--mask', default='z')   # z: z-score vs ok stats; raw: min-max of smoothed |r|
+p.add_argument('--mask', default='z')   # z: the smoothed dark residual, z-scored vs ok stats; other: the same with abs(r); full: no mask
 p.add_argument('--sigma', type=float, default=0.7)
 p.add_argument('--zlo', type=float, default=1.5)
 p.add_argument('--zhi', type=float, default=3.0)
@@ -76,7 +76,7 @@ def get_vae():
     from augvae.config import ModelConfig, recipe_config
     n = len(pool_ok); bs = 32
     epochs = math.ceil(a.vae_steps / math.ceil(n / bs))
-    res = augvae.train(X[pool_ok], ModelConfig(image_size=64, latent_dim=a.latent, hidden_dim=128, activation='leaky_relu', recon_loss='mse' if False else 'bce'),
+    res = augvae.train(X[pool_ok], ModelConfig(image_size=64, latent_dim=a.latent, hidden_dim=128, activation='leaky_relu', recon_loss='bce'),
                        recipe_config('small-set', epochs=epochs, batch_size=bs, seed=0, kl_warmup_epochs=max(1, epochs // 4), lr=1e-3, optimizer='adam', lr_schedule='cosine'),
                        out_dir=a.vae, progress=False)
     return res.model
@@ -198,8 +198,9 @@ def run_cell(arm, k, seed, vae, proj_all, stats):
 
 done = set()
 if os.path.exists(a.out):
-    for line in open(a.out):
-        r = json.loads(line); done.add((r['tag'], r['arm'], r['k'], r['seed']))
+    with open(a.out) as fh:
+        for line in fh:
+            r = json.loads(line); done.add((r['tag'], r['arm'], r['k'], r['seed']))
 vae = get_vae()
 with torch.no_grad():
     proj_all = torch.cat([project(vae, X[s:s + 512]) for s in range(0, len(X), 512)])

@@ -8,8 +8,9 @@
 # run folder (cells, cached VAEs and classifiers, the generated-vs-real image grids) lives OUTSIDE it ($RUN); only
 # results.json, report.md and the plots are written to benchmarks/results/elpv/<run>/.
 #
-# Budget on a shared 2-core CPU: the small-CNN grid is about 3 hours (2 jobs), its convergence check (original and
-# the best generated arm at twice the steps) about 1.5 more. Rerunning the script skips every finished cell.
+# Budget on a shared 2-core CPU (measured): a seed of k = 10 (8 cells) takes about 17 min with 2 jobs, so the
+# small-CNN grid is about 5 hours, and its convergence check (original, the better baseline and the best augvae
+# arm at twice the steps) about 3 more. Rerunning the script skips every finished cell, so it can be run in pieces.
 set -euo pipefail
 
 DATA=${DATA:-../shared/datasets/elpv}

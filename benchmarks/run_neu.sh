@@ -8,7 +8,7 @@
 # to benchmarks/results/neu/<run>/.
 #
 # Every arm gets the auto step budget (30 passes over the largest real training set, at least 600 steps: 600 here,
-# three times the earlier 200), and the convergence check reruns original and the best generated arm at twice
+# three times the earlier 200), and the convergence check reruns original, the better baseline and the best augvae arm at twice
 # that. NEU has no defect-free class, so the transplant arms put a defect of a class onto another image of the
 # same class (defect on defect), with masks against each image's own residual statistics (--extract-polarity
 # both: NEU's scratches are bright). About 2 hours on a shared 2-core CPU. Rerunning skips every finished cell.

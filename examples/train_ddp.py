@@ -62,7 +62,7 @@ if "RANK" not in os.environ:
     sys.exit("run this script with torchrun, e.g.: torchrun --standalone --nproc_per_node 2 examples/train_ddp.py")
 torch.set_num_threads(args.threads)
 cuda = torch.cuda.is_available()
-# A generous timeout: on a loaded machine a rank may wait minutes for the other (the default is 30 min for gloo).
+# The timeout written out (gloo's default, 30 min): on a starved machine a rank may wait minutes for the other.
 dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=30))
 rank, world = dist.get_rank(), dist.get_world_size()
 device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu")

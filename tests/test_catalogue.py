@@ -401,3 +401,138 @@ def test_overlay_recipe_keeps_the_folder_classes(data: Path, tmp_path: Path) -> 
 
     with pytest.raises(ConfigError, match=r"do not match the model's classes .*'scratch'"):
         VAEOverlay(out, p=1.0, classes=["crack", "scratch", "clean"])(torch.rand(1, 28, 28), 0)
+
+
+# ------------------------------------------------------------------------------------ found in review (second pass)
+def test_inspect_does_not_take_a_folder_with_the_users_index_html(model: Path, data: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "index.html").write_text("<p>my own page</p>")  # one of inspect's file names, but not inspect's folder
+    (out / "photo.png").write_bytes(b"mine")
+    _fails_cleanly(["inspect", str(model), str(data), "--out", str(out)], capsys, "non-empty folder that augvae did not write", out)
+
+
+def test_an_output_of_another_kind_is_not_replaced(model: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "gen"
+    assert main(["generate", str(model), "--out", str(out), "--mode", "prior", "--n", "2", "-q"]) == 0
+    _fails_cleanly(["inspect", str(model), str(data), "--out", str(out)], capsys, "holds an augvae generate folder, not a inspect", out)
+
+
+def test_an_interrupted_swap_puts_the_earlier_output_back(tmp_path: Path) -> None:
+    from augvae._io import output_folder
+
+    out = tmp_path / "figs"
+    with output_folder(out, "inspect") as tmp:
+        (tmp / "a.txt").write_text("first")
+    # A writer killed between moving the old output aside and moving the new one in leaves this behind:
+    os.replace(out, tmp_path / ".figs.old-99999")
+    with pytest.raises(RuntimeError), output_folder(out, "inspect") as tmp:
+        raise RuntimeError("the next run fails too")
+    assert (out / "a.txt").read_text() == "first"  # as it was before the killed run
+    assert not list(tmp_path.glob(".figs.old-*")) and not list(tmp_path.glob(".figs.partial-*"))
+
+
+def test_a_failed_final_move_restores_the_earlier_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import augvae._io as io_mod
+    from augvae.errors import OutputError
+
+    out = tmp_path / "gen"
+    with io_mod.output_folder(out, "generate") as tmp:
+        (tmp / "a.txt").write_text("first")
+    real = io_mod.os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if ".partial-" in str(src):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(src, dst)
+
+    monkeypatch.setattr(io_mod.os, "replace", replace)
+    with pytest.raises(OutputError, match="disk is full"), io_mod.output_folder(out, "generate") as tmp:
+        (tmp / "a.txt").write_text("second")
+    assert (out / "a.txt").read_text() == "first"
+
+
+def test_bench_does_not_write_into_the_users_folder(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("do not touch")
+    (out / ".draft.tmp").write_text("hidden, but mine")
+    _fails_cleanly(["bench", str(data), "--out", str(out), "--arms", "original", "--per-class", "2", "--seeds", "1"], capsys,
+                   "non-empty folder that augvae did not write", out)
+    assert (out / ".draft.tmp").exists()
+
+
+def test_a_damaged_bench_json_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    (out / "cells").mkdir(parents=True)
+    (out / "cells" / "small-cnn__original__k2__s0.json").write_text(json.dumps({"id": "small-cnn__original__k2__s0", "arm": "original"}))
+    (out / "bench.json").write_text("{not json")  # e.g. a disk that filled up under another tool
+    _fails_cleanly(["bench", "--report-only", "--out", str(out)], capsys, r"bench\.json cannot be read")
+
+
+def test_a_mask_that_is_a_decompression_bomb(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    masks = tmp_path / "masks"
+    for cls in ("crack", "pore"):
+        (masks / cls).mkdir(parents=True)
+        for p in sorted((data / cls).glob("*.png")):
+            Image.new("L", (28, 28), 0).save(masks / cls / p.name)
+    big = sorted((masks / "crack").glob("*.png"))[0]
+    Image.new("L", (400, 400), 0).save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # the 400x400 mask is above the limit, the 28x28 images are not
+    _fails_cleanly(["train", str(data), "--out", str(tmp_path / "m"), "--image-size", "28", "--epochs", "1", "-q",
+                    "--background-class", "clean", "--masks", str(masks)], capsys, r"too large.*decompression-bomb")
+
+
+def test_weights_are_not_saved_over_a_trained_folder(model: Path, tmp_path: Path) -> None:
+    from augvae import ConvVAE
+    from augvae.errors import OutputError
+
+    trained = tmp_path / "trained"
+    shutil.copytree(model, trained)
+    before = _snapshot(trained)
+    with pytest.raises(OutputError, match="trained model folder .*latents.safetensors.* save into a new folder"):
+        ConvVAE(image_size=28, latent_dim=2).save_pretrained(trained)
+    with pytest.raises(OutputError, match="trained model folder"):
+        ConvVAE(image_size=28, latent_dim=2).save(trained)
+    assert _snapshot(trained) == before
+
+
+def test_save_keeps_the_sections_it_is_given(tmp_path: Path) -> None:
+    from augvae import ConvVAE
+    from augvae.checkpoint import read_config
+
+    m = ConvVAE(image_size=28, latent_dim=2)
+    data = {"classes": ["a", "b"], "labels": [0, 1], "names": ["x", "y"]}
+    latents = {"mu": torch.zeros(2, 2), "logvar": torch.zeros(2, 2), "labels": torch.tensor([0, 1])}
+    m.save(tmp_path / "m", data=data, latents=latents)
+    assert read_config(tmp_path / "m")[2]["classes"] == ["a", "b"]
+    assert load_file(str(tmp_path / "m" / "latents.safetensors"))["mu"].shape == (2, 2)
+
+
+def test_load_of_a_missing_relative_path_never_reaches_the_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    from augvae import ConvVAE
+    from augvae.errors import ModelFolderError
+
+    def no_network(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("ConvVAE.load tried the Hub")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelFolderError, match="does not exist"):
+        ConvVAE.load("runs/model")  # looks like a Hub id, but load is local only
+
+
+def test_a_wrong_label_fails_on_every_call_not_only_when_the_transform_fires(model: Path) -> None:
+    from augvae.errors import InputError
+    from augvae.torchvision import VAEOverlay
+
+    t = VAEOverlay(model, p=0.0, policy="same-class")  # never fires
+    for _ in range(3):
+        with pytest.raises(InputError, match="no integer label"):
+            t(torch.rand(1, 28, 28), 1.0)

@@ -234,7 +234,7 @@ def fit_classifier(
             it gives less than that probability of their class are replaced by real ones.
 
     Returns:
-        ``{"seconds", "final_loss", "loss_curve", "generated", "filtered", "balanced"}``.
+        ``{"seconds", "final_loss", "loss_curve", "generated", "filtered", "balanced", "steps", "optimizer_steps"}``.
     """
     from tqdm.auto import tqdm
 
@@ -293,7 +293,7 @@ def fit_classifier(
     curve = [float(np.mean(losses[i : i + tenth])) for i in range(0, len(losses), tenth)]
     model.eval()
     return {"seconds": seconds, "final_loss": curve[-1], "loss_curve": curve, "generated": made, "filtered": dropped,
-            "balanced": balanced, "steps": steps}
+            "balanced": balanced, "steps": steps, "optimizer_steps": len(losses)}
 
 
 # ------------------------------------------------------------------------------------ VAEs

@@ -8,6 +8,7 @@ optimizer steps and the paths of its real training images.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ from augvae.bench.stats import classification_metrics
 from augvae.data.images import ImageSet
 from augvae.errors import ConfigError
 from augvae.training import resolve_device
+
+log = logging.getLogger("augvae")
 
 __all__ = ["Cell", "grid", "select_cells", "auto_steps", "reference_classifier", "run_cell"]
 
@@ -129,12 +132,19 @@ def reference_classifier(bd: BenchData, cfg: BenchConfig, cache: Path, classifie
     with blocking_lock(path.with_name(f".{path.name}.lock")):
         torch.manual_seed(seed)  # the initial weights: the same in every arm of this seed
         model = create_classifier(classifier, len(bd.classes), cfg.channels, cfg.classifier_weights or None)
+        fit = None
         if path.exists():
-            model.load_state_dict(load_file(str(path)))
-            with safe_open(str(path), framework="pt") as f:
-                fit = json.loads(f.metadata()["fit"])
-            fit["cached"] = True
-        else:
+            try:
+                model.load_state_dict(load_file(str(path)))
+                with safe_open(str(path), framework="pt") as f:
+                    fit = json.loads(f.metadata()["fit"])
+                fit["cached"] = True
+            except Exception as err:  # noqa: BLE001 - any damage to a cache file means: compute it again
+                log.warning("cached classifier %s is damaged (%s); training it again", path, type(err).__name__)
+                torch.manual_seed(seed)
+                model = create_classifier(classifier, len(bd.classes), cfg.channels, cfg.classifier_weights or None)
+                fit = None
+        if fit is None:
             ts = TrainingSet(train_set.images, train_set.labels, len(bd.classes))
             fit = fit_classifier(model, ts, cfg, seed, ARM_SPECS["original"], device, steps, progress,
                                  f"{classifier} original k{k} s{seed}")

@@ -137,7 +137,7 @@ class BenchConfig:
     device: str = _h("auto (cuda, then mps, then cpu), cpu, cuda or mps", default="auto")
     jobs: int = _h("cells run in parallel processes", default=1)
     threads: int = _h("torch threads per process (0 = CPU cores / jobs; 1 is fastest on a busy shared machine)", default=0)
-    convergence_check: bool = _h("after the grid, rerun original and the best generated arm at twice the steps", default=True)
+    convergence_check: bool = _h("after the grid, rerun original, the better baseline and the best of augvae's arms at twice the steps", default=True)
 
     def __post_init__(self) -> None:
         for name, cls in (("vae", ModelConfig), ("extract", ExtractConfig)):

@@ -48,7 +48,7 @@ def quick_comparison(out_dir: str | os.PathLike[str], seeds: int = 3, progress: 
     results.json, plots) to ``out_dir``. Finished cells are reused if run again.
 
     Args:
-        out_dir: Output folder.
+        out_dir: Output folder: the generated images in ``data/``, the bench run (cells, report) in ``run/``.
         seeds: Seeds per arm (3 gives a rough confidence interval; 1 gives none).
         progress: Log a line per cell.
         quick: Tiny sizes that finish in seconds (for smoke tests), not a meaningful comparison.
@@ -71,8 +71,9 @@ def quick_comparison(out_dir: str | os.PathLike[str], seeds: int = 3, progress: 
         for folder in ("defects", "clean"):
             for sub in (data / folder / "images").iterdir():
                 sub.rename(images / sub.name)
-    run_bench(images, out, cfg, progress=progress, command=["augvae", "demo (quick_comparison)"])
-    res = json.loads((out / "results.json").read_text())
+    run = out / "run"  # the results folder beside its data (a bench refuses to write into a folder it did not make)
+    run_bench(images, run, cfg, progress=progress, command=["augvae", "demo (quick_comparison)"])
+    res = json.loads((run / "results.json").read_text())
     k = cfg.per_class[0]
     best = max(("original", "classic"), key=lambda a: next(r["accuracy"]["mean"] for r in res["summary"] if r["arm"] == a and r["k"] == k))
     diffs = {c["arm"]: c for c in res["comparisons"] if c["versus"] == best and c["k"] == k}
@@ -86,6 +87,7 @@ def quick_comparison(out_dir: str | os.PathLike[str], seeds: int = 3, progress: 
             "" if d is None else f"{d['mean_diff']:+.3f} [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]",
             "" if d is None else _fmt(d["p_ttest"]),
         ])
-    header = ["arm", f"accuracy (k={k} defects per class + {clean // 2} defect-free, {seeds} seed{'s' if seeds != 1 else ''}, "
+    pool = res["data"]["counts"][cfg.background_class]["pool"]  # the defect-free training images (the split's, not assumed)
+    header = ["arm", f"accuracy (k={k} defects per class + {pool} defect-free, {seeds} seed{'s' if seeds != 1 else ''}, "
               "mean ± 95% CI)", "macro-F1", f"Δ accuracy vs {best} (the better baseline) [95% CI]", "p (paired t)"]
     return markdown_table(header, rows)

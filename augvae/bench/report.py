@@ -108,8 +108,9 @@ def _best(by: dict[tuple[str, str, int], dict[int, dict[str, Any]]], clf: str, k
     return max(present, key=lambda a: float(np.mean([c["metrics"]["accuracy"] for c in by[(clf, a, k)].values()])))
 
 
-def _pair(by: dict[tuple[str, str, int], dict[int, dict[str, Any]]], clf: str, k: int, arm: str, ref: str) -> dict[str, Any] | None:
-    seeds = sorted(set(by[(clf, arm, k)]) & set(by[(clf, ref, k)]))
+def _pair(by: dict[tuple[str, str, int], dict[int, dict[str, Any]]], clf: str, k: int, arm: str, ref: str,
+          only: Sequence[int] | None = None) -> dict[str, Any] | None:
+    seeds = sorted(set(by[(clf, arm, k)]) & set(by[(clf, ref, k)]) & (set(only) if only is not None else set(by[(clf, arm, k)])))
     if not seeds:
         return None
     row: dict[str, Any] = {"classifier": clf, "k": k, "arm": arm, "versus": ref, "seeds": seeds}
@@ -145,7 +146,9 @@ def headline(cells: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
 def convergence_outcome(cells: Sequence[dict[str, Any]], long_cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The convergence check: (arm - original) for each rerun arm, at the grid's steps and at twice them, per (classifier, k).
 
-    ``same_conclusion`` is True when the difference keeps its sign and its side of p < 0.05.
+    Both sides use the seeds the rerun has finished (paired the same way). ``same_conclusion`` is
+    True when the difference keeps its sign and its side of p < 0.05, and None (undecided) while
+    the rerun has fewer than 2 seeds of a pair.
     """
     if not long_cells:
         return []
@@ -158,14 +161,17 @@ def convergence_outcome(cells: Sequence[dict[str, Any]], long_cells: Sequence[di
         for ref in refs:
             if arm == ref or (clf, ref, k) not in long_ or (clf, arm, k) not in short or (clf, ref, k) not in short:
                 continue
-            a, b = _pair(short, clf, k, arm, ref), _pair(long_, clf, k, arm, ref)
+            b = _pair(long_, clf, k, arm, ref)
+            a = _pair(short, clf, k, arm, ref, only=b["seeds"]) if b is not None else None
             if a is None or b is None:
                 continue
             da, db = a["accuracy"], b["accuracy"]
-            same = (np.sign(da["mean_diff"]) == np.sign(db["mean_diff"])) and ((da["p_ttest"] < 0.05) == (db["p_ttest"] < 0.05))
+            decided = len(b["seeds"]) >= 2 and math.isfinite(da["p_ttest"]) and math.isfinite(db["p_ttest"])
+            same = (bool(np.sign(da["mean_diff"]) == np.sign(db["mean_diff"])) and ((da["p_ttest"] < 0.05) == (db["p_ttest"] < 0.05))
+                    if decided else None)
             rows.append({"classifier": clf, "arm": arm, "versus": ref, "k": k, "steps": short[(clf, arm, k)][a["seeds"][0]]["steps"],
                          "steps_long": long_[(clf, arm, k)][b["seeds"][0]]["steps"], "short": a, "long": b,
-                         "same_conclusion": bool(same)})
+                         "same_conclusion": same})
     return rows
 
 
@@ -396,6 +402,12 @@ def write_report(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str] |
     tables["headline"] = headline(cells)
     long_cells = load_cells(src / CONVERGENCE_DIR)
     tables["convergence"] = convergence_outcome(cells, long_cells)
+    long_bench = read_bench(src / CONVERGENCE_DIR) if long_cells else {}
+    if long_bench:
+        planned = long_bench.get("cells") or []
+        long_done = {c["id"] for c in long_cells}
+        tables["convergence_plan"] = {"arms": (long_bench.get("config") or {}).get("arms"), "cells": len(planned),
+                                      "missing": sum(cid not in long_done for cid in planned)}
     figures: dict[str, Any] = {}
     if long_cells:
         figures["convergence.png"] = {"what": "mean test accuracy against k at the grid's steps and at twice them",
@@ -481,17 +493,24 @@ def _headline_lines(res: dict[str, Any]) -> list[str]:
                                   for c in head["transplant_vs_control"]]), ""]
     conv = res.get("convergence") or []
     if conv:
-        changed = [c for c in conv if not c["same_conclusion"]]
-        verdict = ("**the conclusion changed** for " + ", ".join(f"{c['arm']} at k={c['k']}" for c in changed)) if changed else \
-            "the conclusion did not change for any arm at any k"
-        rerun = ", ".join(f"`{a}`" for a in dict.fromkeys(c["arm"] for c in conv))
+        changed = [c for c in conv if c["same_conclusion"] is False]
+        undecided = [c for c in conv if c["same_conclusion"] is None]
+        verdict = ("**the conclusion changed** for " + ", ".join(f"{c['arm']} vs {c['versus']} at k={c['k']}" for c in changed)) \
+            if changed else "the conclusion did not change for any pair with at least 2 seeds"
+        if undecided:
+            verdict += f" ({len(undecided)} pair(s) undecided: fewer than 2 seeds rerun)"
+        plan = res.get("convergence_plan") or {}
+        rerun = ", ".join(f"`{a}`" for a in (plan.get("arms") or dict.fromkeys(c["arm"] for c in conv)))
         lines += ["## Convergence check: twice the steps", "",
-                  f"`original`, the better baseline and the best generated arm ({rerun}, each against the baselines) again at "
-                  f"{conv[0]['steps_long']} steps instead of {conv[0]['steps']}: {verdict}.", ""]
+                  f"`original`, the better baseline and the best generated arm ({rerun}) again at "
+                  f"{conv[0]['steps_long']} steps instead of {conv[0]['steps']}, each pair on the seeds rerun: {verdict}.", ""]
+        if plan.get("missing"):
+            lines += [f"**The convergence check is incomplete: {plan['missing']} of its {plan['cells']} cells have not finished.**", ""]
         lines += [markdown_table(["classifier", "arm", "versus", "k", f"Δ accuracy at {conv[0]['steps']} steps",
                                   f"Δ at {conv[0]['steps_long']} steps", "same conclusion"],
                                  [[c["classifier"], c["arm"], c["versus"], c["k"], _delta(c["short"], "accuracy"),
-                                   _delta(c["long"], "accuracy"), "yes" if c["same_conclusion"] else "**no**"] for c in conv]), "",
+                                   _delta(c["long"], "accuracy"),
+                                   {True: "yes", False: "**no**", None: "undecided"}[c["same_conclusion"]]] for c in conv]), "",
                   "![convergence](convergence.png)", ""]
     return lines
 

@@ -2,8 +2,8 @@
 
 ``OUT/bench.json`` (the settings, the data, the command, the versions, the grid's cell ids),
 ``OUT/split.csv``, ``OUT/cells/<id>.json`` (one record per finished cell, written atomically) and,
-after the grid, ``OUT/convergence/`` (the same layout: ``original`` and the best generated arm at
-twice the steps). The report files (``results.json``, ``report.md``, plots) are written by
+after the grid, ``OUT/convergence/`` (the same layout: ``original``, the better baseline and the best of
+augvae's arms at twice the steps). The report files (``results.json``, ``report.md``, plots) are written by
 :mod:`augvae.bench.report`.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from augvae._io import write_json
 from augvae._version import __version__
-from augvae.errors import ConfigError
+from augvae.errors import ConfigError, DataError
 
 __all__ = ["BENCH_FILE", "CELLS_DIR", "CONVERGENCE_DIR", "load_cells", "write_cell", "read_bench", "finished_ids", "versions"]
 
@@ -50,7 +50,16 @@ def load_cells(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def read_bench(out: str | os.PathLike[str]) -> dict[str, Any]:
     """``OUT/bench.json``, or ``{}`` if there is none."""
     path = Path(out) / BENCH_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path} cannot be read ({type(err).__name__}); it is rewritten by rerunning the bench command "
+                        "that made this folder (its cells are kept)") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} is not a bench.json written by augvae bench; rerun the command that made this folder")
+    return data
 
 
 def finished_ids(out: Path, fingerprint: str, settings: dict[str, Any]) -> set[str]:

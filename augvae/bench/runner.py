@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from augvae._io import output_lock, try_lock, write_csv, write_json
+from augvae._io import check_output_folder, output_lock, try_lock, write_csv, write_json
 from augvae.bench.arms import ARM_SPECS
 from augvae.bench.cells import Cell, auto_steps, grid, run_cell, select_cells
 from augvae.bench.config import BASELINE_ARMS, CONTROL_ARMS, BenchConfig
 from augvae.bench.results import BENCH_FILE, CELLS_DIR, CONVERGENCE_DIR, finished_ids, load_cells, versions
 from augvae.bench.split import BenchData, prepare_data
 from augvae.config import config_to_dict
-from augvae.errors import DataError, OutputLockedError
+from augvae.errors import AugvaeError, DataError, OutputLockedError
 
 __all__ = ["run_bench", "best_generated_arm"]
 
@@ -100,13 +100,23 @@ def _schedule(bd: BenchData, todo: list[Cell], cfg: BenchConfig, out: Path, cach
         return ran
     import concurrent.futures as cf
     import multiprocessing as mp
+    from concurrent.futures.process import BrokenProcessPool
 
-    with cf.ProcessPoolExecutor(cfg.jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                initargs=(data_dir, cfg, split_file, group_file, str(out), str(cache), threads, steps, grids)) as pool:
+    pool = cf.ProcessPoolExecutor(cfg.jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                  initargs=(data_dir, cfg, split_file, group_file, str(out), str(cache), threads, steps, grids))
+    try:
         futures = [pool.submit(_run_in_worker, c) for c in todo]
         for i, fut in enumerate(cf.as_completed(futures), 1):
             cid, rec = fut.result()
             done(i, cid, rec)
+    except BrokenProcessPool:
+        raise AugvaeError(
+            f"a bench worker process died (killed, or out of memory) after {len(ran)} of {len(todo)} cells; finished cells "
+            "are kept: rerun the same command to continue, with fewer --jobs if memory is short"
+        ) from None
+    finally:
+        # On an error, the queued cells are dropped at once instead of running for hours before the error shows.
+        pool.shutdown(wait=True, cancel_futures=True)
     return ran
 
 
@@ -145,6 +155,8 @@ def run_bench(
     out = Path(out_dir)
     if not Path(data_dir).is_dir():
         raise DataError(f"data folder '{data_dir}' does not exist or is not a folder; pass the folder with one subfolder per class")
+    # A results folder holds bench.json once started; anything else non-empty is the user's, and stays untouched.
+    check_output_folder(out, "bench", own_files=(BENCH_FILE,))
     cache = Path(cache_dir) if cache_dir is not None else out / "cache"
     all_cells = grid(cfg)
     chosen = select_cells(all_cells, cells)

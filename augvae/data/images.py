@@ -931,9 +931,10 @@ def load_masks(mask_dir: str | os.PathLike[str], image_paths: Sequence[str | os.
         if not found:
             raise DataError(f"no mask for '{rel}' in '{root}': expected '{root / rel.parent / rel.stem}' with an image extension "
                             f"({_ACCEPTED}); the mask folder must mirror DATA_DIR")
-        with Image.open(image) as a, Image.open(found[0]) as b:
-            if a.size != b.size:
-                raise DataError(f"mask '{found[0]}' is {b.size[0]}x{b.size[1]} but its image '{image}' is {a.size[0]}x{a.size[1]}; "
-                                "a mask must have its image's size")
-        out[i] = fit_image(read_image(found[0], channels=1), image_size, policy).transpose(2, 0, 1)
+        mask = read_image(found[0], channels=1)  # a damaged or oversized mask file: one ImageReadError, as for images
+        (mh, mw), (ih, iw) = mask.shape[:2], read_image(image, channels=1).shape[:2]
+        if (mh, mw) != (ih, iw):
+            raise DataError(f"mask '{found[0]}' is {mw}x{mh} but its image '{image}' is {iw}x{ih}; "
+                            "a mask must have its image's size")
+        out[i] = fit_image(mask, image_size, policy).transpose(2, 0, 1)
     return torch.from_numpy(out)
