@@ -102,7 +102,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "augvae-demo", quick: bool = Fals
                 "surfaces, alone and on top of classic augmentation (synthetic, few seeds):")
             table = quick_comparison(out / "bench", seeds=cfg.bench_seeds, progress=progress, quick=quick)
             say(table)
-            say(f"   transplanted images next to real ones: {out / 'bench' / 'grids'}; the report: {out / 'bench' / 'report.md'}")
+            say(f"   transplanted images next to real ones: {out / 'bench' / 'run' / 'grids'}; the report: {out / 'bench' / 'run' / 'report.md'}")
             summary["bench"] = table
     write_json(out / "summary.json", summary)
     say(f"done: {out / 'summary.json'}")
