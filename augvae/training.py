@@ -393,7 +393,8 @@ def check_model_output(root: Path) -> None:
     Raises:
         OutputError: ``root`` is a file, or holds files of someone else (a ``config.json`` of another program included).
     """
-    check_output_folder(root, "model", own_files=(CONFIG_FILE, CHECKPOINT_FILE, WEIGHTS_FILE))
+    # config.json is written first, so a run killed at any point leaves one; whether it is augvae's is checked next.
+    check_output_folder(root, "model", own_files=(CONFIG_FILE,))
     if (root / CONFIG_FILE).is_file():
         try:
             read_config(root)

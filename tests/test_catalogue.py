@@ -536,3 +536,12 @@ def test_a_wrong_label_fails_on_every_call_not_only_when_the_transform_fires(mod
     for _ in range(3):
         with pytest.raises(InputError, match="no integer label"):
             t(torch.rand(1, 28, 28), 1.0)
+
+
+def test_a_model_folder_killed_before_its_first_checkpoint_is_taken_again(model: Path, data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    out.mkdir()
+    shutil.copy(model / "config.json", out / "config.json")  # all a run killed in its first epoch leaves
+    assert main(["train", str(data), "--out", str(out), "--image-size", "28", "--epochs", "1", "--batch-size", "4", "-q",
+                 "--background-class", "clean"]) == 0
+    assert (out / "model.safetensors").is_file()
