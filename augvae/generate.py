@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from augvae._io import output_folder, write_csv, write_json
+from augvae._io import check_output_folder, output_folder, write_csv, write_json
 from augvae.config import GenerateConfig, config_to_dict
 from augvae.data.images import load_folder
 from augvae.errors import ConfigError
@@ -43,6 +43,7 @@ from augvae.overlay.sources import load_sources, model_sources
 __all__ = ["generate", "GenerateOutput"]
 
 _BATCH = 256  # images made and written at a time: memory stays bounded whatever --n is
+_OWN_FILES = ("manifest.csv", "generate.json")  # what identifies a generate folder written before the output marker
 
 
 @dataclass
@@ -123,9 +124,10 @@ def generate(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     Raises:
         OutputError: ``out_dir`` is a file, holds someone else's files, or cannot be written.
     """
-    count, cols, batches = _batches(cfg, model_dir)
     out = Path(out_dir)
-    with output_folder(out, "generate", own_files=("manifest.csv", "generate.json")) as tmp:
+    check_output_folder(out, "generate", own_files=_OWN_FILES)  # before any image is read
+    count, cols, batches = _batches(cfg, model_dir)
+    with output_folder(out, "generate", own_files=_OWN_FILES) as tmp:
         all_rows: list[dict[str, Any]] = []
         first: list[Tensor] = []
         bar = tqdm(total=count, desc=f"generate {cfg.mode}", unit="img", disable=not progress)

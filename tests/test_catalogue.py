@@ -1,8 +1,10 @@
-"""The catalogue of bad input and faults: every case gets exit status 2, one line naming the problem, no traceback.
+"""The catalogue of bad input and faults: a CLI case gets exit status 2, one line naming the problem, no traceback.
 
-Each case is a class of fault (see the README's reliability section); the command runs in-process
+Each case is a class of fault (see the README's reliability section); CLI cases run in-process
 through ``augvae.cli.main``. After a failure nothing half-written is left: the output folder does
-not exist, or is exactly as it was before the command.
+not exist, or is exactly as it was before the command. Cases of the Python API assert the
+library's error (an ``AugvaeError`` naming the problem) instead; a few assert that an input which
+used to fail, or to go silently wrong, now works.
 """
 
 from __future__ import annotations
