@@ -76,7 +76,9 @@ def test_out_is_an_existing_file(command: str, data: Path, model: Path, tmp_path
     argv = {"train": ["train", str(data), "--out", str(out), "--image-size", "28", "--epochs", "1"],
             "generate": ["generate", str(model), "--out", str(out), "--mode", "prior", "--n", "2"],
             "inspect": ["inspect", str(model), str(data), "--out", str(out)]}[command]
-    _fails_cleanly(argv, capsys, r"out\.txt.* is a file, not a folder", out)
+    line = _fails_cleanly(argv, capsys, r"out\.txt.* is a file, not a folder", out)
+    assert str(out) in line and "choose another --out" in line  # the path and the fix
+    assert out.read_text() == "mine"
 
 
 @pytest.mark.parametrize("command", ["train", "generate", "inspect"])
@@ -89,7 +91,9 @@ def test_out_holds_the_users_own_files(command: str, data: Path, model: Path, tm
     argv = {"train": ["train", str(data), "--out", str(out), "--image-size", "28", "--epochs", "1"],
             "generate": ["generate", str(model), "--out", str(out), "--mode", "prior", "--n", "2"],
             "inspect": ["inspect", str(model), str(data), "--out", str(out)]}[command]
-    _fails_cleanly(argv, capsys, r"(non-empty folder that augvae did not write|not an augvae model config)", out)
+    line = _fails_cleanly(argv, capsys, r"(non-empty folder that augvae did not write|not an augvae model config)", out)
+    assert str(out) in line and "choose a new or empty --out folder" in line
+    assert (out / "notes.txt").read_text() == "do not delete"
 
 
 def _fault(monkeypatch: pytest.MonkeyPatch, code: int, after: int = 0) -> None:
@@ -176,7 +180,9 @@ def test_a_model_folder_whose_config_asks_for_a_huge_model(model: Path, tmp_path
     cfg = json.loads((bad / "config.json").read_text())
     cfg["model"]["hidden_dim"] = 10**9
     (bad / "config.json").write_text(json.dumps(cfg))
-    _fails_cleanly(["generate", str(bad), "--out", str(tmp_path / "o")], capsys, "would have .* weights")
+    line = _fails_cleanly(["generate", str(bad), "--out", str(tmp_path / "o")], capsys, "would have .* weights")
+    assert "GiB" in line and "lower --hidden-dim" in line  # the size it would need, and the fix
+    assert not (tmp_path / "o").exists()
 
 
 # ------------------------------------------------------------------------------------ 4. the model folder's data section
@@ -204,7 +210,8 @@ def test_data_section_is_validated(field: str, value: Any, message: str, command
     (bad / "config.json").write_text(json.dumps(cfg))
     out = tmp_path / "out"
     argv = ["generate", str(bad), "--out", str(out), "--n", "2"] if command == "generate" else ["inspect", str(bad), str(data), "--out", str(out)]
-    _fails_cleanly(argv, capsys, message, out)
+    line = _fails_cleanly(argv, capsys, message, out)
+    assert str(bad / "config.json") in line and not out.exists()  # names the file at fault; writes nothing
 
 
 def test_latents_that_do_not_match_the_config(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -212,15 +219,17 @@ def test_latents_that_do_not_match_the_config(model: Path, tmp_path: Path, capsy
     shutil.copytree(model, bad)
     lat = load_file(str(bad / "latents.safetensors"))
     save_file({"mu": lat["mu"][:2], "logvar": lat["logvar"][:2], "labels": lat["labels"][:2]}, str(bad / "latents.safetensors"))
-    _fails_cleanly(["generate", str(bad), "--out", str(tmp_path / "o"), "--n", "2"], capsys, "names 12 sources but .* holds 2")
+    line = _fails_cleanly(["generate", str(bad), "--out", str(tmp_path / "o"), "--n", "2"], capsys, "names 12 sources but .* holds 2")
+    assert str(bad / "latents.safetensors") in line and not (tmp_path / "o").exists()
 
 
 def test_defects_that_do_not_match_the_config(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(model, bad)
     (bad / "defects.safetensors").unlink()
-    _fails_cleanly(["generate", str(bad), "--out", str(tmp_path / "o"), "--mode", "transplant", "--backgrounds", str(bad)],
-                   capsys, "defects.safetensors is missing")
+    line = _fails_cleanly(["generate", str(bad), "--out", str(tmp_path / "o"), "--mode", "transplant", "--backgrounds", str(bad)],
+                          capsys, "defects.safetensors is missing")
+    assert "retrain" in line and not (tmp_path / "o").exists()
 
 
 # ------------------------------------------------------------------------------------ 5. damaged checkpoints
@@ -259,8 +268,9 @@ def test_damaged_checkpoint_on_resume(damage: str, data: Path, tmp_path: Path, c
 # ------------------------------------------------------------------------------------ 9-10. confusing messages
 def test_the_same_source_twice(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = str(data / "crack" / "crack_0.png")
-    _fails_cleanly(["train", str(data), "--out", str(tmp_path / "m"), "--recipe", "overlay", "--sources", src, src, "--copies", "2",
-                    "--epochs", "1", "--image-size", "28"], capsys, "names the image .* more than once")
+    line = _fails_cleanly(["train", str(data), "--out", str(tmp_path / "m"), "--recipe", "overlay", "--sources", src, src, "--copies",
+                           "2", "--epochs", "1", "--image-size", "28"], capsys, "names the image .* more than once")
+    assert "'crack/crack_0'" in line and not (tmp_path / "m" / "model.safetensors").exists()
 
 
 def test_two_sources_with_the_same_file_stem_are_fine(data: Path, tmp_path: Path) -> None:
@@ -282,15 +292,17 @@ def _split(tmp_path: Path, rows: list[tuple[str, str, str]]) -> Path:
 def test_split_file_lists_one_image_twice_under_two_spellings(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     split = _split(tmp_path, [("crack/crack_0.png", "crack", "pool"), ("./crack/crack_0.png", "crack", "test"),
                               ("pore/pore_0.png", "pore", "test")])
-    _fails_cleanly(["bench", str(data), "--out", str(tmp_path / "b"), "--split-file", str(split)], capsys,
-                   r"lists an image twice \('crack/crack_0.png' and './crack/crack_0.png' are the same image")
+    line = _fails_cleanly(["bench", str(data), "--out", str(tmp_path / "b"), "--split-file", str(split)], capsys,
+                          r"lists an image twice \('crack/crack_0.png' and './crack/crack_0.png' are the same image")
+    assert str(split) in line and "list each image once" in line and "bug" not in line
 
 
 @pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "crack/../../outside.png"])
 def test_split_paths_outside_the_data_folder(path: str, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     split = _split(tmp_path, [(path, "crack", "pool"), ("pore/pore_0.png", "pore", "test")])
-    _fails_cleanly(["bench", str(data), "--out", str(tmp_path / "b"), "--split-file", str(split)], capsys,
-                   r"outside DATA_DIR .*" + path.split("/")[-1].replace(".", r"\."))
+    line = _fails_cleanly(["bench", str(data), "--out", str(tmp_path / "b"), "--split-file", str(split)], capsys,
+                          r"outside DATA_DIR .*" + path.split("/")[-1].replace(".", r"\."))
+    assert f"({path})" in line and "not a readable image" not in line  # refused by name, not as an unreadable file
 
 
 def test_a_class_with_one_image(tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -320,8 +332,9 @@ def test_collapse_warning_once_and_consistent(data: Path, tmp_path: Path, capsys
 
 
 def test_unknown_background_class(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _fails_cleanly(["train", str(data), "--out", str(tmp_path / "m"), "--background-class", "ok", "--image-size", "28"], capsys,
-                   "background class 'ok' is not one of the classes .*clean")
+    line = _fails_cleanly(["train", str(data), "--out", str(tmp_path / "m"), "--background-class", "ok", "--image-size", "28"], capsys,
+                          "background class 'ok' is not one of the classes .*clean")
+    assert "(clean, crack, pore)" in line and not (tmp_path / "m" / "model.safetensors").exists()
 
 
 # ------------------------------------------------------------------------------------ 6-8. the Python API
@@ -412,7 +425,8 @@ def test_inspect_does_not_take_a_folder_with_the_users_index_html(model: Path, d
     out.mkdir()
     (out / "index.html").write_text("<p>my own page</p>")  # one of inspect's file names, but not inspect's folder
     (out / "photo.png").write_bytes(b"mine")
-    _fails_cleanly(["inspect", str(model), str(data), "--out", str(out)], capsys, "non-empty folder that augvae did not write", out)
+    line = _fails_cleanly(["inspect", str(model), str(data), "--out", str(out)], capsys, "non-empty folder that augvae did not write", out)
+    assert "index.html, photo.png" in line and (out / "index.html").read_text() == "<p>my own page</p>"
 
 
 def test_an_output_of_another_kind_is_not_replaced(model: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -470,7 +484,9 @@ def test_a_damaged_bench_json_is_named(tmp_path: Path, capsys: pytest.CaptureFix
     (out / "cells").mkdir(parents=True)
     (out / "cells" / "small-cnn__original__k2__s0.json").write_text(json.dumps({"id": "small-cnn__original__k2__s0", "arm": "original"}))
     (out / "bench.json").write_text("{not json")  # e.g. a disk that filled up under another tool
-    _fails_cleanly(["bench", "--report-only", "--out", str(out)], capsys, r"bench\.json cannot be read")
+    line = _fails_cleanly(["bench", "--report-only", "--out", str(out)], capsys, r"bench\.json cannot be read")
+    assert str(out / "bench.json") in line and "rerunning the bench command" in line
+    assert not (out / "report.md").exists()
 
 
 def test_a_mask_that_is_a_decompression_bomb(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -485,8 +501,9 @@ def test_a_mask_that_is_a_decompression_bomb(data: Path, tmp_path: Path, monkeyp
     big = sorted((masks / "crack").glob("*.png"))[0]
     Image.new("L", (400, 400), 0).save(big)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # the 400x400 mask is above the limit, the 28x28 images are not
-    _fails_cleanly(["train", str(data), "--out", str(tmp_path / "m"), "--image-size", "28", "--epochs", "1", "-q",
-                    "--background-class", "clean", "--masks", str(masks)], capsys, r"too large.*decompression-bomb")
+    line = _fails_cleanly(["train", str(data), "--out", str(tmp_path / "m"), "--image-size", "28", "--epochs", "1", "-q",
+                           "--background-class", "clean", "--masks", str(masks)], capsys, r"too large.*decompression-bomb")
+    assert str(big) in line and not (tmp_path / "m" / "model.safetensors").exists()  # names the mask; trains nothing
 
 
 def test_weights_are_not_saved_over_a_trained_folder(model: Path, tmp_path: Path) -> None:
