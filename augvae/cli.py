@@ -168,11 +168,9 @@ def _add_inspect(sub: Any, parents: list[argparse.ArgumentParser]) -> Callable[[
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from augvae._io import check_output_folder
     from augvae.config import check_seed
     from augvae.report import inspect_model
 
-    check_output_folder(args.out, "inspect", own_files=("index.html", "stats.json"))
     index = inspect_model(args.model_dir, args.data_dir, args.out, seed=check_seed(args.seed), progress=not args.quiet)
     print(f"figures written; open {index}")
     return 0

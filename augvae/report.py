@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from augvae._io import output_folder, write_csv, write_json, write_text
+from augvae._io import check_output_folder, output_folder, write_csv, write_json, write_text
 from augvae.data.images import load_folder
 from augvae.figures import plot_defects, plot_latent_scatter, save_mosaic
 from augvae.latent import encode, interpolate, traverse_grid
@@ -31,9 +31,13 @@ from augvae.overlay.sources import model_sources
 __all__ = ["inspect_model"]
 
 
+_OWN_FILES = ("index.html", "stats.json")  # what identifies an inspect folder written before the output marker
+
+
 def inspect_model(model_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                   seed: int = 0, progress: bool = True, resize_policy: str | None = None) -> Path:
     """Write the figures of ``model_dir`` on the images of ``data_dir``; returns the index page's path."""
+    check_output_folder(out_dir, "inspect", own_files=_OWN_FILES)  # before the model and the images are read
     loaded = load_model(model_dir)
     model, mcfg = loaded.model, loaded.model.config
     policy = resize_policy or (loaded.train_config.resize_policy if loaded.train_config else "resize")
@@ -42,7 +46,7 @@ def inspect_model(model_dir: str | os.PathLike[str], data_dir: str | os.PathLike
     figures: list[tuple[str, str]] = []
     stats: dict[str, Any] = {"model_dir": str(model_dir), "data_dir": str(data_dir), "images": len(data)}
     stored = model_sources(loaded) if (loaded.path / "latents.safetensors").exists() else None
-    with output_folder(out, "inspect", own_files=("index.html", "stats.json")) as tmp:
+    with output_folder(out, "inspect", own_files=_OWN_FILES) as tmp:
         lat = encode(model, data)
         plot_latent_scatter(lat.mu, lat.label_names(), tmp / "latent_scatter.png", title=f"latent means of {len(data)} images")
         write_csv(tmp / "latent_points.csv", lat.rows())
