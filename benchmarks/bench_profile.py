@@ -13,8 +13,10 @@ resnet18. It writes JSON with the settings, the figures and the command.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -41,6 +43,7 @@ from augvae.data.synthetic import write_dataset  # noqa: E402
 
 # ---------------------------------------------------------------- 1. one cell, part by part
 tmp = Path(tempfile.mkdtemp(prefix="bench-profile-"))
+atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # the synthetic data and its cache go when the script ends
 write_dataset(tmp / "d", n_per_class=12, size=64, seed=0, masks=False, classes=("crack", "pore", "scratch"))
 write_dataset(tmp / "c", n_per_class=480, size=64, seed=0, masks=False, classes=("clean",))
 data = tmp / "data"

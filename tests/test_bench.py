@@ -384,6 +384,39 @@ def test_cli_lists_cells_and_runs_one_then_reports(bench_data: Path, tmp_path: P
     assert not res["complete"] and res["missing_cells"] == ["small-cnn__original__k2__s0"]
 
 
+def test_report_to_writes_a_whole_report_and_keeps_the_users_files(tiny_run: tuple[Path, BenchConfig, dict], tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from augvae.bench import report
+    from augvae.cli import main
+
+    out, _, _ = tiny_run
+    dest = tmp_path / "results"
+    assert main(["bench", "--report-only", "--out", str(out), "--report-to", str(dest), "--no-grids"]) == 0
+    first = {p.name: p.read_bytes() for p in dest.iterdir()}
+    assert {"report.md", "results.json", "accuracy_vs_k.png", "per_class_f1.png"} <= set(first)
+    # Writing again over an earlier report is fine; a report that fails half-way leaves the earlier one whole.
+    real_text = report.write_text
+
+    def fail_on_report_md(path: Path, text: str) -> None:
+        if Path(path).name == "report.md":
+            raise OSError(28, "No space left on device")
+        real_text(path, text)
+
+    monkeypatch.setattr(report, "write_text", fail_on_report_md)
+    assert main(["bench", "--report-only", "--out", str(out), "--report-to", str(dest), "--no-grids"]) == 2
+    capsys.readouterr()
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == first
+    monkeypatch.setattr(report, "write_text", real_text)
+    # A folder with a file of the user's is refused, one line, untouched.
+    (dest / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+    assert main(["bench", "--report-only", "--out", str(out), "--report-to", str(dest)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("augvae bench: error: --report-to") and "notes.txt" in err and "\n" not in err
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+
+
 def test_parallel_jobs_give_the_same_cells(bench_data: Path, tmp_path: Path) -> None:
     from augvae.bench.results import load_cells
     from augvae.bench.runner import run_bench

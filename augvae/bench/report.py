@@ -25,16 +25,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from augvae._io import write_json, write_text
+from augvae._io import OUTPUT_MARKER, output_folder, write_json, write_text
 from augvae.bench.config import ARMS, BASELINE_ARMS, CONTROL_ARMS
 from augvae.bench.results import CONVERGENCE_DIR, load_cells, read_bench, versions
 from augvae.bench.stats import CONFIDENCE, holm, paired_comparison, summarize
-from augvae.errors import DataError
+from augvae.errors import DataError, OutputError
 from augvae.figures import _save_fig, to_uint8
 
 __all__ = ["generated_vs_real_figure", "markdown_table", "summarize_cells", "headline", "convergence_outcome", "write_report"]
 
 REFERENCES = BASELINE_ARMS
+#: What ``write_report`` writes into a ``dest`` folder; a ``dest`` holding anything else is refused.
+REPORT_FILES = ("report.md", "results.json", "accuracy_vs_k.png", "per_class_f1.png", "convergence.png")
 TRANSPLANT_ARMS = ("transplant", "classic+transplant")
 METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
 
@@ -388,9 +390,13 @@ def write_report(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str] |
 
     Raises:
         DataError: ``OUT`` holds no finished cells.
+        OutputError: ``dest`` holds files the report does not write (they would be lost).
     """
     src = Path(out_dir)
     out = Path(dest) if dest is not None else src
+    separate = out.resolve() != src.resolve()
+    if separate:
+        _check_report_dest(out)
     cells = load_cells(src)
     if not cells:
         raise DataError(f"no finished cells in {src / 'cells'}; run augvae bench DATA_DIR --out {src} first")
@@ -408,15 +414,39 @@ def write_report(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str] |
         long_done = {c["id"] for c in long_cells}
         tables["convergence_plan"] = {"arms": (long_bench.get("config") or {}).get("arms"), "cells": len(planned),
                                       "missing": sum(cid not in long_done for cid in planned)}
+    if not separate:
+        _write_report_files(out, out, src, cells, bench, fingerprints[0], tables, long_cells, grids, title)
+        return out / "report.md"
+    # A folder elsewhere (e.g. in a repository) is written whole or not at all: into a temporary
+    # folder that replaces it only when every file is written.
+    with output_folder(out, "report", own_files=("report.md", "results.json")) as tmp:
+        _write_report_files(tmp, out, src, cells, bench, fingerprints[0], tables, long_cells, grids, title)
+    return out / "report.md"
+
+
+def _check_report_dest(out: Path) -> None:
+    """Refuse a ``--report-to`` folder that holds files the report does not write (they would be lost)."""
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in (*REPORT_FILES, OUTPUT_MARKER, ".augvae.lock"))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+            raise OutputError(f"--report-to {out} holds files the report does not write ({shown}); the report would replace "
+                              "the folder: choose a new or empty folder, or one holding only an earlier report")
+
+
+def _write_report_files(folder: Path, out: Path, src: Path, cells: list[dict[str, Any]], bench: dict[str, Any],
+                        fingerprint: str, tables: dict[str, Any], long_cells: list[dict[str, Any]], grids: bool,
+                        title: str | None) -> None:
+    """Write results.json, report.md and the plots into ``folder``; links are relative to ``out``, the final place."""
     figures: dict[str, Any] = {}
     if long_cells:
         figures["convergence.png"] = {"what": "mean test accuracy against k at the grid's steps and at twice them",
                                       "data": plot_convergence(tables["summary"], summarize_cells(long_cells)["summary"],
-                                                               out / "convergence.png")}
+                                                               folder / "convergence.png")}
     figures["accuracy_vs_k.png"] = {"what": "mean test accuracy against k per arm with 95% CI bands",
-                                    "data": plot_accuracy_vs_k(tables["summary"], out / "accuracy_vs_k.png")}
+                                    "data": plot_accuracy_vs_k(tables["summary"], folder / "accuracy_vs_k.png")}
     figures["per_class_f1.png"] = {"what": "mean per-class F1 per arm, one panel per (classifier, k)",
-                                   "data": plot_per_class_f1(tables["summary"], out / "per_class_f1.png")}
+                                   "data": plot_per_class_f1(tables["summary"], folder / "per_class_f1.png")}
     grid_files = sorted((src / "grids").glob("*.png")) if grids and (src / "grids").is_dir() else []
     # Links relative to the report (the grids stay where the cells wrote them).
     grid_files = [Path(os.path.relpath(g, out.resolve()) if out.resolve() != src.resolve() else Path("grids") / g.name) for g in
@@ -430,7 +460,7 @@ def write_report(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str] |
         "title": title or "augvae bench",
         "command": bench.get("command"),
         "config": bench.get("config") or cells[0].get("settings"),
-        "fingerprint": fingerprints[0],
+        "fingerprint": fingerprint,
         "data": {k: bench.get(k) for k in ("data_dir", "split", "group_file", "classes", "counts")},
         "versions": bench.get("versions") or versions(),
         "budget": bench.get("budget"),
@@ -445,9 +475,8 @@ def write_report(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str] |
         "figures": figures,
         "cells": [_slim(c) for c in sorted(cells, key=lambda c: c["id"])],
     }
-    write_json(out / "results.json", results)
-    write_text(out / "report.md", _markdown(results, grid_files))
-    return out / "report.md"
+    write_json(folder / "results.json", results)
+    write_text(folder / "report.md", _markdown(results, grid_files))
 
 
 def _budget_lines(res: dict[str, Any]) -> list[str]:
