@@ -564,3 +564,49 @@ def test_a_model_folder_killed_before_its_first_checkpoint_is_taken_again(model:
     assert main(["train", str(data), "--out", str(out), "--image-size", "28", "--epochs", "1", "--batch-size", "4", "-q",
                  "--background-class", "clean"]) == 0
     assert (out / "model.safetensors").is_file()
+
+
+def _tiny_bench(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["bench", str(data), "--out", str(out), "--arms", "original", "--per-class", "2", "--seeds", "2", "--image-size", "28",
+            "--steps", "4", "--batch-size", "4", "--test-fraction", "0.5", "--threads", "1", "--cache-dir", str(out.parent / "cache"),
+            "--no-convergence-check", "--no-grids", "-q", *extra]
+
+
+def test_a_damaged_cached_classifier_is_trained_again(data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert main(_tiny_bench(data, out)) == 0
+    cell = out / "cells" / "small-cnn__original__k2__s0.json"
+    first = json.loads(cell.read_text())["metrics"]
+    [cached] = (tmp_path / "cache" / "ref").rglob("small-cnn-k2-s0.safetensors")
+    cached.write_bytes(cached.read_bytes()[:100])  # e.g. a disk that filled up while it was written by an older augvae
+    cell.unlink()
+    with caplog.at_level("WARNING", logger="augvae"):
+        assert main(_tiny_bench(data, out)) == 0
+    assert any("is damaged" in r.getMessage() and "training it again" in r.getMessage() for r in caplog.records)
+    assert json.loads(cell.read_text())["metrics"] == first  # trained again from the same seed, not read half
+    load_file(str(cached))  # and the cache file is whole again
+
+
+def test_a_dead_bench_worker_gives_one_line_and_cancels_the_queue(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import concurrent.futures as cf
+    from concurrent.futures.process import BrokenProcessPool
+
+    shutdowns: list[dict[str, Any]] = []
+
+    class DyingPool:  # what ProcessPoolExecutor does when the kernel kills a worker (out of memory): every future breaks
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
+            fut: cf.Future[Any] = cf.Future()
+            fut.set_exception(BrokenProcessPool("A process in the process pool was terminated abruptly"))
+            return fut
+
+        def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+            shutdowns.append({"wait": wait, "cancel_futures": cancel_futures})
+
+    monkeypatch.setattr(cf, "ProcessPoolExecutor", DyingPool)
+    line = _fails_cleanly(_tiny_bench(data, tmp_path / "run", "--jobs", "2"), capsys, "a bench worker process died")
+    assert "rerun the same command" in line and "fewer --jobs" in line
+    assert shutdowns == [{"wait": True, "cancel_futures": True}]  # the queued cells are dropped, not run for hours
