@@ -523,6 +523,8 @@ def test_auto_budget_convergence_check_and_budget_cut(bench_data: Path, tmp_path
     assert cut["steps"] == 2
     first = (tmp_path / "cut" / "report.md").read_text().split("## Headline")[0]
     assert "Budget-cut run: 2 optimizer steps per classifier, below the auto budget of 3" in first
+    assert "Convergence check: not run for this run" in first  # said in the first lines, not left out
+    assert "Convergence check: not run" not in report.split("## Headline")[0]
 
 
 def test_class_balanced_batches() -> None:

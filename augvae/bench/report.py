@@ -493,6 +493,17 @@ def _budget_lines(res: dict[str, Any]) -> list[str]:
             f"images, at least {(res.get('config') or {}).get('min_steps')})."]
 
 
+def _convergence_status(res: dict[str, Any]) -> list[str]:
+    """A first-lines sentence when the report has no convergence check to show (its section says the rest)."""
+    if res.get("convergence"):
+        return []
+    if (res.get("config") or {}).get("convergence_check") is False:
+        return ["**Convergence check: not run for this run** (`--no-convergence-check`): nothing here shows that twice "
+                "the steps would give the same conclusion.", ""]
+    return ["**Convergence check: not run yet** (it runs after the grid; rerunning the bench command runs it and keeps "
+            "every finished cell).", ""]
+
+
 def _delta(c: dict[str, Any], metric: str) -> str:
     d = c[metric]
     return f"{_f(d['mean_arm'])} vs {_f(d['mean_ref'])}: {d['mean_diff']:+.3f} [{_f(d['ci_low'])}, {_f(d['ci_high'])}], p {_p(d['p_ttest'])}"
@@ -555,7 +566,7 @@ def _markdown(res: dict[str, Any], grid_files: list[Path]) -> str:
         counts = data["counts"]
         per_class = ", ".join(f"{c} ({v['pool']} pool / {v['test']} test)" for c, v in counts.items())
         lines += [f"Data: `{data.get('data_dir')}`, split {data.get('split')}; classes: {per_class}.", ""]
-    lines += [*_budget_lines(res), ""]
+    lines += [*_budget_lines(res), "", *_convergence_status(res)]
     if not res["complete"]:
         lines += [f"**Incomplete: {len(res['missing_cells'])} cell(s) of the grid have not finished**; the tables use the finished ones.", ""]
     lines += _headline_lines(res)
