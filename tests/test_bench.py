@@ -598,3 +598,25 @@ def test_convergence_pairs_use_the_rerun_seeds_and_stay_undecided_below_two() ->
     two = one + [cell("original", 1, 0.72, 200), cell("classic", 1, 0.94, 200)]
     (row,) = convergence_outcome(short, two)
     assert row["short"]["seeds"] == [0, 1] and row["same_conclusion"] in (True, False)
+
+
+def test_convergence_compares_conclusions_not_the_signs_of_noise() -> None:
+    from augvae.bench.report import conclusion, convergence_outcome
+
+    def cells(accs: dict[str, list[float]], steps: int) -> list[dict]:
+        return [{"classifier": "small-cnn", "arm": arm, "k": 5, "seed": s, "steps": steps, "metrics": {"accuracy": a, "macro_f1": a}}
+                for arm, values in accs.items() for s, a in enumerate(values)]
+
+    base = [0.80, 0.82, 0.78, 0.81, 0.79]
+    noise = cells({"original": base, "classic": [0.80, 0.83, 0.77, 0.81, 0.79]}, 100)  # +0.000, not significant
+    noise2 = cells({"original": base, "classic": [0.81, 0.82, 0.79, 0.80, 0.80]}, 200)  # +0.004, not significant
+    gain = cells({"original": base, "classic": [0.85, 0.86, 0.84, 0.86, 0.83]}, 200)  # +0.048, p < 0.001
+    loss = cells({"original": base, "classic": [0.75, 0.76, 0.74, 0.76, 0.73]}, 200)
+    (row,) = convergence_outcome(noise, noise2)
+    assert conclusion(row["short"]["accuracy"]) == conclusion(row["long"]["accuracy"]) == "no difference"
+    assert row["same_conclusion"] is True  # the signs differ (0 and +), the conclusion does not
+    (row,) = convergence_outcome(noise, gain)
+    assert conclusion(row["long"]["accuracy"]) == "better" and row["same_conclusion"] is False
+    (row,) = convergence_outcome(gain, loss)
+    assert (conclusion(row["short"]["accuracy"]), conclusion(row["long"]["accuracy"])) == ("better", "worse")
+    assert row["same_conclusion"] is False

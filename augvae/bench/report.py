@@ -32,7 +32,8 @@ from augvae.bench.stats import CONFIDENCE, holm, paired_comparison, summarize
 from augvae.errors import DataError, OutputError
 from augvae.figures import _save_fig, to_uint8
 
-__all__ = ["generated_vs_real_figure", "markdown_table", "summarize_cells", "headline", "convergence_outcome", "write_report"]
+__all__ = ["generated_vs_real_figure", "markdown_table", "summarize_cells", "headline", "conclusion", "convergence_outcome",
+           "write_report"]
 
 REFERENCES = BASELINE_ARMS
 #: What ``write_report`` writes into a ``dest`` folder; a ``dest`` holding anything else is refused.
@@ -145,12 +146,27 @@ def headline(cells: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return out
 
 
+def conclusion(diff: dict[str, Any], alpha: float = 0.05) -> str:
+    """``better``, ``worse`` or ``no difference``: what a paired comparison concludes at level ``alpha``.
+
+    Example:
+        >>> conclusion({"mean_diff": 0.02, "p_ttest": 0.01}), conclusion({"mean_diff": 0.02, "p_ttest": 0.3})
+        ('better', 'no difference')
+    """
+    p = diff.get("p_ttest")
+    if p is None or not math.isfinite(p) or p >= alpha or diff["mean_diff"] == 0:
+        return "no difference"
+    return "better" if diff["mean_diff"] > 0 else "worse"
+
+
 def convergence_outcome(cells: Sequence[dict[str, Any]], long_cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The convergence check: (arm - original) for each rerun arm, at the grid's steps and at twice them, per (classifier, k).
 
-    Both sides use the seeds the rerun has finished (paired the same way). ``same_conclusion`` is
-    True when the difference keeps its sign and its side of p < 0.05, and None (undecided) while
-    the rerun has fewer than 2 seeds of a pair.
+    Both sides use the seeds the rerun has finished (paired the same way). The conclusion of a pair
+    at one budget is one of three (:func:`conclusion`): ``better`` or ``worse`` (paired t p < 0.05)
+    or ``no difference``. ``same_conclusion`` is True when both budgets reach the same one, and None
+    (undecided) while the rerun has fewer than 2 seeds of a pair. (The sign of a difference that is
+    not significant is not a conclusion: +0.000 at one budget and +0.003 at the other agree.)
     """
     if not long_cells:
         return []
@@ -168,9 +184,8 @@ def convergence_outcome(cells: Sequence[dict[str, Any]], long_cells: Sequence[di
             if a is None or b is None:
                 continue
             da, db = a["accuracy"], b["accuracy"]
-            decided = len(b["seeds"]) >= 2 and math.isfinite(da["p_ttest"]) and math.isfinite(db["p_ttest"])
-            same = (bool(np.sign(da["mean_diff"]) == np.sign(db["mean_diff"])) and ((da["p_ttest"] < 0.05) == (db["p_ttest"] < 0.05))
-                    if decided else None)
+            decided = len(b["seeds"]) >= 2
+            same = conclusion(da) == conclusion(db) if decided else None
             rows.append({"classifier": clf, "arm": arm, "versus": ref, "k": k, "steps": short[(clf, arm, k)][a["seeds"][0]]["steps"],
                          "steps_long": long_[(clf, arm, k)][b["seeds"][0]]["steps"], "short": a, "long": b,
                          "same_conclusion": same})
@@ -547,10 +562,12 @@ def _headline_lines(res: dict[str, Any]) -> list[str]:
         if plan.get("missing"):
             lines += [f"**The convergence check is incomplete: {plan['missing']} of its {plan['cells']} cells have not finished.**", ""]
         lines += [markdown_table(["classifier", "arm", "versus", "k", f"Δ accuracy at {conv[0]['steps']} steps",
-                                  f"Δ at {conv[0]['steps_long']} steps", "same conclusion"],
+                                  f"Δ at {conv[0]['steps_long']} steps", "conclusion", "same conclusion"],
                                  [[c["classifier"], c["arm"], c["versus"], c["k"], _delta(c["short"], "accuracy"),
                                    _delta(c["long"], "accuracy"),
+                                   f"{conclusion(c['short']['accuracy'])} → {conclusion(c['long']['accuracy'])}",
                                    {True: "yes", False: "**no**", None: "undecided"}[c["same_conclusion"]]] for c in conv]), "",
+                  "A pair's conclusion at one budget: `better` or `worse` (paired t p < 0.05), or `no difference`.", "",
                   "![convergence](convergence.png)", ""]
     return lines
 
