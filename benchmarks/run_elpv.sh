@@ -29,9 +29,9 @@ ARMS=original,classic,transplant,classic+transplant,blurmask,classic+blurmask,cu
 augvae bench "$DATA" --out "$RUN/small-cnn" --per-class 5,10,20 --arms "$ARMS" "${COMMON[@]}"
 augvae bench --report-only --out "$RUN/small-cnn" --report-to "$RESULTS/small-cnn" --no-grids
 
-# 1b. The part of the convergence check that is committed: k = 5, seeds 0-2, run on its own (the check that step 1
+# 1b. The part of the convergence check that is committed: k = 5, all 5 seeds, run on its own (the check that step 1
 #     runs after its grid covers every k and seed; this piece writes the same cells into the same folder).
-CELLS=$(for s in 0 1 2; do for a in original classic classic+transplant; do printf 'small-cnn__%s__k5__s%s,' "$a" "$s"; done; done)
+CELLS=$(for s in 0 1 2 3 4; do for a in original classic classic+transplant; do printf 'small-cnn__%s__k5__s%s,' "$a" "$s"; done; done)
 augvae bench "$DATA" --out "$RUN/small-cnn/convergence" --per-class 5,10,20 --arms original,classic,classic+transplant \
     --steps 2640 --no-convergence-check --cell "${CELLS%,}" "${COMMON[@]}"
 augvae bench --report-only --out "$RUN/small-cnn" --report-to "$RESULTS/small-cnn" --no-grids
