@@ -24,8 +24,8 @@ COMMON=(--split-file "$DATA/splits.csv" --background-class ok --seeds 5 --image-
 ARMS=original,classic,transplant,classic+transplant,blurmask,classic+blurmask,cutpaste,classic+cutpaste
 
 # 1. The main grid: every arm, k = 5, 10, 20, the auto step budget, the convergence check. What is committed in
-#    benchmarks/results/elpv/small-cnn/ is k = 5 and 10 of it (run with `--cell` selectors; k = 20 and the convergence
-#    check not run yet); steps 2-4 below have not been run yet either.
+#    benchmarks/results/elpv/small-cnn/ is k = 5 and 10 of it (run with `--cell` selectors; k = 20 and the convergence check beyond
+#    step 1b not run yet); steps 2-4 below have not been run yet either.
 augvae bench "$DATA" --out "$RUN/small-cnn" --per-class 5,10,20 --arms "$ARMS" "${COMMON[@]}"
 augvae bench --report-only --out "$RUN/small-cnn" --report-to "$RESULTS/small-cnn" --no-grids
 
