@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The NEU benchmark behind benchmarks/results/neu/ (and the README's NEU table): the converged rerun.
+# The NEU benchmark behind benchmarks/results/neu/ (and the README's NEU table): the rerun at the auto budget, with its convergence check.
 #
 # Run from the repository root:  bash benchmarks/run_neu.sh
 #
