@@ -415,6 +415,9 @@ def test_report_to_writes_a_whole_report_and_keeps_the_users_files(tiny_run: tup
     err = capsys.readouterr().err.strip()
     assert err.startswith("augvae bench: error: --report-to") and "notes.txt" in err and "\n" not in err
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+    (tmp_path / "a-file").write_text("mine")
+    assert main(["bench", "--report-only", "--out", str(out), "--report-to", str(tmp_path / "a-file")]) == 2
+    assert "--report-to" in capsys.readouterr().err and (tmp_path / "a-file").read_text() == "mine"
 
 
 def test_parallel_jobs_give_the_same_cells(bench_data: Path, tmp_path: Path) -> None:

@@ -441,6 +441,8 @@ def write_report(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str] |
 
 def _check_report_dest(out: Path) -> None:
     """Refuse a ``--report-to`` folder that holds files the report does not write (they would be lost)."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--report-to {out} is a file, not a folder; choose another --report-to path (a folder)")
     if out.is_dir():
         foreign = sorted(p.name for p in out.iterdir() if p.name not in (*REPORT_FILES, OUTPUT_MARKER, ".augvae.lock"))
         if foreign:
