@@ -253,7 +253,7 @@ def try_lock(path: str | os.PathLike[str]) -> Iterator[bool]:
 # whole-or-nothing output folders
 
 
-def check_output_folder(path: str | os.PathLike[str], kind: str, own_files: Sequence[str] = ()) -> Path:
+def check_output_folder(path: str | os.PathLike[str], kind: str, own_files: Sequence[str] = (), flag: str = "--out") -> Path:
     """Refuse an output path that is a file, or a non-empty folder that augvae did not write.
 
     Args:
@@ -262,6 +262,7 @@ def check_output_folder(path: str | os.PathLike[str], kind: str, own_files: Sequ
         own_files: File names that together identify an earlier output of this kind written before
             the marker existed: a folder without the marker is taken as augvae's only if it holds
             all of them (one ``index.html`` of the user's is not enough).
+        flag: The option that named ``path``, for the messages.
 
     Raises:
         OutputError: ``path`` is a file, holds files of someone else, or holds an augvae output
@@ -269,7 +270,7 @@ def check_output_folder(path: str | os.PathLike[str], kind: str, own_files: Sequ
     """
     root = Path(path)
     if root.exists() and not root.is_dir():
-        raise OutputError(f"--out {root} is a file, not a folder; choose another --out path (a folder)")
+        raise OutputError(f"{flag} {root} is a file, not a folder; choose another {flag} path (a folder)")
     if not root.is_dir():
         return root
     names = {p.name for p in root.iterdir() if p.name != ".augvae.lock"}
@@ -280,15 +281,15 @@ def check_output_folder(path: str | os.PathLike[str], kind: str, own_files: Sequ
         if theirs == kind:
             return root
         raise OutputError(
-            f"--out {root} holds an augvae {theirs or 'output of unknown kind'} folder, not a {kind} one; augvae would "
-            "replace it: choose a new or empty --out folder"
+            f"{flag} {root} holds an augvae {theirs or 'output of unknown kind'} folder, not a {kind} one; augvae would "
+            f"replace it: choose a new or empty {flag} folder"
         )
     if own_files and set(own_files) <= names:
         return root
     shown = ", ".join(sorted(names)[:3]) + (" ..." if len(names) > 3 else "")
     raise OutputError(
-        f"--out {root} is a non-empty folder that augvae did not write ({shown}); augvae would replace its contents: "
-        "choose a new or empty --out folder"
+        f"{flag} {root} is a non-empty folder that augvae did not write ({shown}); augvae would replace its contents: "
+        f"choose a new or empty {flag} folder"
     )
 
 
@@ -302,7 +303,7 @@ def _marker_kind(marker: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def output_folder(path: str | os.PathLike[str], kind: str, own_files: Sequence[str] = ()) -> Iterator[Path]:
+def output_folder(path: str | os.PathLike[str], kind: str, own_files: Sequence[str] = (), flag: str = "--out") -> Iterator[Path]:
     """Write an output folder whole or not at all.
 
     Yields a temporary folder beside ``path``; when the block finishes without error, the finished
@@ -318,7 +319,7 @@ def output_folder(path: str | os.PathLike[str], kind: str, own_files: Sequence[s
         >>> sorted(p.name for p in out.iterdir())
         ['.augvae-output.json', 'a.txt']
     """
-    root = check_output_folder(path, kind, own_files)
+    root = check_output_folder(path, kind, own_files, flag)
     with output_errors(root):
         root.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(root.parent / f".{root.name}.augvae.lock", timeout=0)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from augvae._io import OUTPUT_MARKER, output_folder, write_json, write_text
+from augvae._io import OUTPUT_MARKER, check_output_folder, output_folder, write_json, write_text
 from augvae.bench.config import ARMS, BASELINE_ARMS, CONTROL_ARMS
 from augvae.bench.results import CONVERGENCE_DIR, load_cells, read_bench, versions
 from augvae.bench.stats import CONFIDENCE, holm, paired_comparison, summarize
@@ -38,6 +38,7 @@ __all__ = ["generated_vs_real_figure", "markdown_table", "summarize_cells", "hea
 REFERENCES = BASELINE_ARMS
 #: What ``write_report`` writes into a ``dest`` folder; a ``dest`` holding anything else is refused.
 REPORT_FILES = ("report.md", "results.json", "accuracy_vs_k.png", "per_class_f1.png", "convergence.png")
+_REPORT_OWN = ("report.md", "results.json")  # what identifies a report folder written before the output marker
 TRANSPLANT_ARMS = ("transplant", "classic+transplant")
 METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
 
@@ -434,15 +435,14 @@ def write_report(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str] |
         return out / "report.md"
     # A folder elsewhere (e.g. in a repository) is written whole or not at all: into a temporary
     # folder that replaces it only when every file is written.
-    with output_folder(out, "report", own_files=("report.md", "results.json")) as tmp:
+    with output_folder(out, "report", own_files=_REPORT_OWN, flag="--report-to") as tmp:
         _write_report_files(tmp, out, src, cells, bench, fingerprints[0], tables, long_cells, grids, title)
     return out / "report.md"
 
 
 def _check_report_dest(out: Path) -> None:
     """Refuse a ``--report-to`` folder that holds files the report does not write (they would be lost)."""
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--report-to {out} is a file, not a folder; choose another --report-to path (a folder)")
+    check_output_folder(out, "report", own_files=_REPORT_OWN, flag="--report-to")
     if out.is_dir():
         foreign = sorted(p.name for p in out.iterdir() if p.name not in (*REPORT_FILES, OUTPUT_MARKER, ".augvae.lock"))
         if foreign:

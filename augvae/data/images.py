@@ -932,7 +932,9 @@ def load_masks(mask_dir: str | os.PathLike[str], image_paths: Sequence[str | os.
             raise DataError(f"no mask for '{rel}' in '{root}': expected '{root / rel.parent / rel.stem}' with an image extension "
                             f"({_ACCEPTED}); the mask folder must mirror DATA_DIR")
         mask = read_image(found[0], channels=1)  # a damaged or oversized mask file: one ImageReadError, as for images
-        (mh, mw), (ih, iw) = mask.shape[:2], read_image(image, channels=1).shape[:2]
+        with Image.open(image) as img:  # the image itself was read (and checked) with the sources: its header is enough
+            iw, ih = img.size
+        mh, mw = mask.shape[:2]
         if (mh, mw) != (ih, iw):
             raise DataError(f"mask '{found[0]}' is {mw}x{mh} but its image '{image}' is {iw}x{ih}; "
                             "a mask must have its image's size")
