@@ -7,8 +7,9 @@ A model folder holds:
 - ``model.safetensors``: the weights;
 - ``latents.safetensors``: latent means and log-variances of the overlay sources (the images the
   folder was trained on and, with a defect-free class, its defect images) with their labels;
-- ``defects.safetensors`` (models trained with a defect-free class): for each defect source its image,
-  its projection onto the defect-free surfaces, the residual and a soft mask (see
+- ``defects.safetensors`` (``small-set`` models): for each defect source its image, its projection
+  (onto the defect-free surfaces, or without a defect-free class the VAE's own reconstruction), the
+  residual and a soft mask (see
   :mod:`augvae.overlay.extract`);
 - ``checkpoint.safetensors`` (during and after training): weights, optimizer state and progress in
   one file, for resuming;

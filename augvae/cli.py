@@ -17,7 +17,7 @@ from typing import Any
 
 from augvae._cli_args import HelpFormatter, add_config_arguments, config_overrides
 from augvae._version import __version__
-from augvae.errors import AugvaeError, DataError
+from augvae.errors import AugvaeError, ConfigError, DataError
 
 __all__ = ["main", "build_parser"]
 
@@ -32,7 +32,8 @@ def _add_train(sub: Any, parents: list[argparse.ArgumentParser]) -> Callable[[ar
         "Train the paper's VAE on DATA_DIR (one subfolder per class, or a flat folder) and write a model folder.\n\n"
         "recipes: small-set (all images, 100 epochs) or overlay (a few --sources, 500 copies each, 20 epochs).\n"
         "with --background-class NAME the VAE learns the defect-free images of that class folder, and every other image\n"
-        "becomes a defect source whose real defect (residual and mask) the transplant overlays put onto defect-free images.\n"
+        "becomes a defect source whose real defect (residual and mask) the transplant overlays put onto defect-free images;\n"
+        "without it (small-set recipe) every image is a defect source, extracted against its own projection (defect on defect).\n"
         "examples: augvae train defects/ --out model/ --background-class ok\n"
         "          augvae train defects/ --out model/ --recipe overlay --sources crack/a.png pore/b.png"))
     p.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="folder of images (class subfolders or flat)")
@@ -44,12 +45,12 @@ def _add_train(sub: Any, parents: list[argparse.ArgumentParser]) -> Callable[[ar
     p.add_argument("--background-class", metavar="NAME", help="the defect-free class folder: the VAE learns its images, the "
                    "other classes' images become defect sources for transplant overlays")
     p.add_argument("--train-on-defects", action="store_true", help="with --background-class: the VAE also sees the defect images")
-    p.add_argument("--masks", type=Path, metavar="MASK_DIR", help="with --background-class: pixel masks of the defect images (a "
-                   "folder mirroring DATA_DIR, one mask per defect image, white = defect) instead of estimated masks")
+    p.add_argument("--masks", type=Path, metavar="MASK_DIR", help="small-set recipe: pixel masks of the defect images (a folder "
+                   "mirroring DATA_DIR, one mask per image outside --background-class, white = defect) instead of estimated masks")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from MODEL_DIR/checkpoint.safetensors")
     add_config_arguments(p, ModelConfig, title="model")
     add_config_arguments(p, TrainConfig, skip=("recipe",), title="training (defaults shown are small-set's; the recipe sets its own)")
-    add_config_arguments(p, ExtractConfig, title="defect extraction (with --background-class)")
+    add_config_arguments(p, ExtractConfig, title="defect extraction (small-set recipe)")
     p.add_argument("--recipe", choices=list(RECIPES), default="small-set", help="the paper's recipe to start from")
     return _cmd_train
 
@@ -95,8 +96,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.background_class is not None and args.background_class not in classes:
         raise DataError(f"background class {args.background_class!r} is not one of the classes ({', '.join(classes)}); pass the "
                         "name of the defect-free class folder")
-    if (args.masks or args.train_on_defects) and not args.background_class:
-        raise DataError("--masks and --train-on-defects go with --background-class NAME (the defect-free class)")
+    if args.train_on_defects and not args.background_class:
+        raise DataError("--train-on-defects goes with --background-class NAME (the defect-free class); without it the VAE "
+                        "already trains on every image")
+    if args.masks and tcfg.recipe == "overlay":
+        raise ConfigError("--masks replace the estimated masks of the extracted defects, and the overlay recipe extracts none; "
+                          "drop --masks or train with the small-set recipe")
     if args.sources and tcfg.recipe != "overlay":
         log.warning("--sources is used by the overlay recipe only; the small-set recipe trains on every image in %s", args.data_dir)
     if tcfg.recipe == "overlay" and args.sources:
@@ -119,7 +124,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     masks = None
     if args.masks is not None:
         bgi = data.classes.index(args.background_class) if args.background_class in data.classes else -1
-        defect_paths = [p for p, y in zip(data.paths, data.labels.tolist()) if y != bgi]
+        defect_paths = [p for i, (p, y) in enumerate(zip(data.paths, data.labels.tolist())) if y != bgi and i != background]
         masks = load_masks(args.masks, defect_paths, args.data_dir, mcfg.image_size, tcfg.resize_policy)
     result = train(data, mcfg, tcfg, out_dir=args.out, resume=args.resume, progress=progress, background=background,
                    background_class=args.background_class, train_on_defects=args.train_on_defects, extract=ecfg, masks=masks,

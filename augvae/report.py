@@ -2,7 +2,7 @@
 
 Writes, into OUT_DIR: ``latent_scatter.png`` + ``latent_points.csv`` (paper Fig. 2: the images of
 DATA_DIR), ``sources.png`` (the model's own sources, each named, with its posterior cloud),
-``defects.png`` (models with a defect-free class: each defect's image, projection, residual and
+``defects.png`` (models that store defects: each defect's image, projection, residual and
 mask), ``grid.png`` (Fig. 3), ``reconstructions.png``, ``interpolation.png``, ``overlays.png`` +
 ``overlays.csv`` (Fig. 5), ``stats.json`` and ``index.md`` / ``index.html``. The folder appears
 whole or not at all.

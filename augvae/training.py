@@ -191,11 +191,15 @@ def _as_images(data: ImageSet | Tensor) -> tuple[Tensor, Tensor, list[str], list
 
 
 def _split_by_background(labels: Tensor, classes: list[str], background_class: str | None, train_on_defects: bool,
-                         recipe: str) -> tuple[Tensor, Tensor, Tensor | None]:
+                         recipe: str, background: int | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Indices of the images the VAE trains on, of the defect images, and of the defect-free ones (or None)."""
     every = torch.arange(labels.shape[0])
     if background_class is None:
-        return every, every[:0], None
+        if recipe == "overlay":  # each source is its own latent cluster and decodes as itself: no residual to extract
+            return every, every[:0], None
+        # No defect-free class (defect on defect): every image is a defect source, its defect extracted against its
+        # own projection; the benchmark measured this transplant on NEU (benchmarks/results/neu/).
+        return every, every[every != background] if background is not None else every, None
     if recipe != "small-set":
         raise ConfigError("--background-class trains the VAE on the defect-free images with the small-set recipe; drop --recipe overlay")
     if background_class not in classes:
@@ -244,7 +248,10 @@ def train(
             ``offset`` and ``residual`` overlays, and never drawn as a defect.
         background_class: The defect-free class of ``data``: the VAE trains on its images only (unless
             ``train_on_defects``), and every other image becomes a defect source whose real defect
-            (image, projection, residual, mask) is stored for the ``transplant`` formulation.
+            (image, projection, residual, mask) is stored for the ``transplant`` formulation. Without
+            it (``small-set`` recipe), every image (but ``background``) is a defect source, its defect
+            extracted against its own projection and its own residual statistics (defect on defect),
+            so the transforms default to ``transplant`` there too; the ``overlay`` recipe stores none.
         train_on_defects: With ``background_class``: train on the defect images too.
         extract: How defects are extracted (default :class:`~augvae.config.ExtractConfig`).
         masks: ``(M, 1, S, S)`` pixel masks of the M defect images (in ``data`` order), used instead of
@@ -264,7 +271,11 @@ def train(
     if model_config is None:
         model_config = ModelConfig(image_size=images.shape[-1], channels=images.shape[1])
     check_images(images, model_config.channels, model_config.image_size, "training images")
-    fit_idx, defect_idx, clean_idx = _split_by_background(labels, classes, background_class, train_on_defects, train_config.recipe)
+    fit_idx, defect_idx, clean_idx = _split_by_background(labels, classes, background_class, train_on_defects, train_config.recipe,
+                                                          background)
+    if masks is not None and not defect_idx.numel():
+        raise ConfigError("masks replace the estimated masks of the extracted defects, and the overlay recipe extracts none; "
+                          "drop the masks (--masks) or train with the small-set recipe")
     if masks is not None and tuple(masks.shape) != (len(defect_idx), 1, *images.shape[-2:]):
         raise DataError(f"masks must be one (1, {images.shape[-1]}, {images.shape[-1]}) mask per defect image "
                         f"({len(defect_idx)}), got shape {tuple(masks.shape)}")
@@ -369,8 +380,8 @@ def train(
         with torch.no_grad():
             _check_collapse(result, model_config, mu[fit_idx], logvar[fit_idx], hidden)
         if defect_idx.numel():
-            assert clean_idx is not None
-            ref = images[clean_idx[torch.randperm(len(clean_idx), generator=torch.Generator().manual_seed(0))]]
+            # The per-pixel statistics of the defect-free residuals, or (None) each image's own median and spread.
+            ref = None if clean_idx is None else images[clean_idx[torch.randperm(len(clean_idx), generator=torch.Generator().manual_seed(0))]]
             result.defects = extract_defects(images[defect_idx], vae_projector(model), extract, reference=ref, masks=masks)
         finished = bool(history) and history[-1]["epoch"] == train_config.epochs
         if root is not None and finished:

@@ -11,7 +11,7 @@
 # 600 here, three times the earlier 200), and the convergence check reruns original, the better baseline and the best
 # augvae arm at twice that. That check changed the conclusion of classic (and classic+transplant) against original at
 # k = 20 and 40, so the default floor is 1,200 steps now; --min-steps 600 below reproduces the committed grid (and keeps
-# its finished cells). NEU has no defect-free class, so the transplant arms put a defect of a class onto another image
+# its finished cells); step 4 reruns k = 20 and 40 at 1,200 steps. NEU has no defect-free class, so the transplant arms put a defect of a class onto another image
 # of the same class (defect on defect), with masks against each image's own residual statistics (--extract-polarity
 # both: NEU's scratches are bright). About 3 hours on a shared 2-core CPU. Rerunning skips every finished cell.
 #
@@ -44,8 +44,13 @@ augvae bench "$DATA" --out "$RUN/small-cnn-library" --overlay-base library --no-
     --arms original,classic,classic+vae "${COMMON[@]}"
 augvae bench --report-only --out "$RUN/small-cnn-library" --report-to "$RESULTS/small-cnn-library" --no-grids
 
-# 4. Not run yet (about 5 h here): the grid at today's auto floor (1,200 steps), where step 1's convergence check says
-# the augmented arms at k = 20 and 40 need it, with its own check at 2,400 steps. A new folder: other settings.
+# 4. The grid at 1,200 steps where step 1's convergence check says 600 is not enough (k = 20 and 40; at k = 5 and 10 the
+# check kept every conclusion), all 8 arms, with its own check at 2,400 steps. --steps 1200 with COMMON's --min-steps 600
+# gives the cells the settings fingerprint of step 1's convergence cells (the same computation: 1,200 steps, same data,
+# seeds and VAEs), so those 30 cells (original, classic, classic+transplant) are copied instead of recomputed. 1,200 is
+# also today's auto floor. About 2 h here.
+mkdir -p "$RUN/small-cnn-1200/cells"
+cp -n "$RUN"/small-cnn/convergence/cells/*__k20__*.json "$RUN"/small-cnn/convergence/cells/*__k40__*.json "$RUN/small-cnn-1200/cells/"
 augvae bench "$DATA" --out "$RUN/small-cnn-1200" --seeds "$SEEDS" \
-    --arms original,classic,vae,classic+vae,vae-prior,mixup,transplant,classic+transplant "${COMMON[@]}" --min-steps 1200
+    --arms original,classic,vae,classic+vae,vae-prior,mixup,transplant,classic+transplant "${COMMON[@]}" --per-class 20,40 --steps 1200
 augvae bench --report-only --out "$RUN/small-cnn-1200" --report-to "$RESULTS/small-cnn-1200" --no-grids

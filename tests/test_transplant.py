@@ -249,3 +249,56 @@ def test_mask_folder_must_match_the_sources(folder: Path, model_dir: Path, tmp_p
         from augvae.data.images import load_masks
 
         load_masks(tmp_path / "nowhere", [], folder, S)
+
+
+# ------------------------------------------------------------------------------------ no defect-free class
+@pytest.fixture(scope="module")
+def defects_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tp_only")
+    write_dataset(root, n_per_class=4, size=S, seed=3, classes=("crack", "pore"))
+    return root / "images"
+
+
+def test_without_a_defect_free_class_each_image_is_a_defect_source(defects_only: Path, tmp_path: Path) -> None:
+    """small-set without --background-class: every image's defect, against its own projection; transplant by default."""
+    from augvae.overlay.policy import OverlayOptions
+    from augvae.overlay.sources import load_sources
+    from augvae.torchvision import VAEOverlay
+
+    out = tmp_path / "m"
+    assert main(["train", str(defects_only), "--out", str(out), "--image-size", str(S), "--epochs", "4", "--batch-size", "4",
+                 "--latent-dim", "4", "-q"]) == 0
+    meta = json.loads((out / "config.json").read_text())["data"]
+    assert meta["background_class"] is None and meta["defect_sources"] == list(range(8))
+    src = load_sources(out)
+    assert src.has_defects and src.background < 0
+    assert (OverlayOptions().resolve(src).policy, OverlayOptions().resolve(src).formulation) == ("same-class", "transplant")
+    area = src.d_mask.mean(dim=(1, 2, 3))
+    assert bool((area > 0).all()) and bool((area < 0.5).all())  # each source has a defect, and it is not the whole image
+    with Image.open(sorted((defects_only / "pore").iterdir())[0]) as im:
+        pore = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)[None]
+    torch.manual_seed(0)
+    x, y = VAEOverlay(out, p=1.0)(pore, 1)
+    assert y == 1 and x.shape == pore.shape and not torch.equal(x, pore)  # a pore onto a pore image: still a pore
+    changed = ((x - pore).abs() > 1e-3).float().mean()
+    assert 0 < changed < 0.6  # only where the transplanted defect's mask lies
+
+
+def test_the_overlay_recipe_stores_no_defects(defects_only: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from augvae.overlay.policy import OverlayOptions
+    from augvae.overlay.sources import load_sources
+
+    out = tmp_path / "m"
+    assert main(["train", str(defects_only), "--out", str(out), "--recipe", "overlay", "--copies", "4", "--epochs", "1",
+                 "--image-size", str(S), "--latent-dim", "2", "-q"]) == 0
+    src = load_sources(out)
+    assert not src.has_defects and OverlayOptions().resolve(src).formulation == "residual"
+    masks = tmp_path / "masks"
+    for cls in ("crack", "pore"):
+        (masks / cls).mkdir(parents=True)
+        for p in sorted((defects_only / cls).iterdir()):
+            Image.new("L", (S, S), 0).save(masks / cls / p.name)
+    assert main(["train", str(defects_only), "--out", str(tmp_path / "m2"), "--recipe", "overlay", "--copies", "4", "--epochs", "1",
+                 "--image-size", str(S), "--masks", str(masks)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "overlay recipe extracts none" in err and "--masks" in err and len(err.splitlines()) == 1

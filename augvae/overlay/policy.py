@@ -13,8 +13,10 @@ model's sources (:class:`~augvae.overlay.sources.VAESources`) under a *label pol
   clean surface is a crack, not half a clean surface.
 
 ``auto`` (the default of both ``policy`` and ``formulation``) follows the measurements in the README:
-a model trained with a defect-free class (which stores real defects) gets ``transplant`` and
-``onto-background``; any other model ``residual`` and ``same-class``.
+a model that stores real defects gets ``transplant``, with ``onto-background`` when it was trained
+with a defect-free class and ``same-class`` (defect on defect) when it was not (every ``small-set``
+model stores them); a model without stored defects (the ``overlay`` recipe, or a folder from an
+earlier version) gets ``residual`` and ``same-class``.
 
 Randomness comes in a :class:`Draws` object that any library's generator can fill
 (:func:`draw_torch`, :func:`draw_numpy`), so each adapter uses its own library's seeding.

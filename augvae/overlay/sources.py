@@ -1,7 +1,7 @@
 """A model folder's overlay sources, mapped onto the user's classes and loaded once per process.
 
 A *source* is one image the model stores: its latent mean and log-variance (every model) and, for
-models trained with a defect-free class, its real defect: image, projection, residual and soft mask
+models of the ``small-set`` recipe, its real defect: image, projection, residual and soft mask
 (:mod:`augvae.overlay.extract`). :func:`load_sources` reads them with the model, maps the model's
 classes onto the class order of the caller's labels, picks the defect-free reference, and caches
 the result per (folder, classes, device) until a file of the folder changes.
