@@ -38,8 +38,9 @@ augvae bench "$DATA" --out "$RUN/small-cnn-genp0.25" --gen-p 0.25 --no-convergen
     --arms original,classic,classic+vae,classic+transplant "${COMMON[@]}"
 augvae bench --report-only --out "$RUN/small-cnn-genp0.25" --report-to "$RESULTS/small-cnn-genp0.25" --no-grids
 
-# 3. What augvae's transforms and MixedDataset do by default where there is no defect-free class (residual overlays
-# onto real images, same-class: the library's path), on top of classic augmentation; 3 seeds (time).
+# 3. augvae's transforms and MixedDataset with residual overlays onto real images (same-class: the library's path, and
+# its default without a defect-free class when this ran; the default is now step 1's same-class transplant), on top of
+# classic augmentation; 3 seeds (time).
 augvae bench "$DATA" --out "$RUN/small-cnn-library" --overlay-base library --no-convergence-check --seeds 3 \
     --arms original,classic,classic+vae "${COMMON[@]}"
 augvae bench --report-only --out "$RUN/small-cnn-library" --report-to "$RESULTS/small-cnn-library" --no-grids

@@ -394,7 +394,8 @@ def _split_evenly(n: int, parts: int) -> list[int]:
 
 @torch.no_grad()
 def _library_overlays(vae: CachedVAE, train_set: ImageSet, n: int, cfg: BenchConfig, seed: int) -> tuple[Tensor, Tensor]:
-    """``overlay_base="library"``: what a user of the transforms gets (:func:`augvae.overlay.engine.overlay_batch`).
+    """``overlay_base="library"``: what a user of the transforms gets with ``formulation="residual"`` (their default
+    for models that store no defects; :func:`augvae.overlay.engine.overlay_batch`).
 
     Each real training image in turn (balanced over the classes) gets ``overlay_k - 1`` sources drawn
     by the label policy and overlaid onto it (``keep_input=True``).

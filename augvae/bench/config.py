@@ -118,7 +118,7 @@ class BenchConfig:
     overlay_k: int = _h("vae arms: sources combined per overlay image", default=2)
     overlay_base: str = _h("vae arms: decoded (fresh overlays of the sources), real (a real training image plus the decoded "
                            "differences of other sources from it) or library (augvae.overlay.overlay_batch onto real training "
-                           "images, as the transforms do)", default="decoded")
+                           "images, as the transforms do with formulation residual)", default="decoded")
     overlay_scale: float = _h("vae arms: sample around each source centre with this many posterior std (0 = centres)", default=0.0)
     blend: str = _h("transplant arms: " + ", ".join(BLEND_CHOICES), default="random")
     transplant_k: int = _h("transplant arms: defects put onto one image", default=1)
