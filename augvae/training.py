@@ -190,6 +190,19 @@ def _as_images(data: ImageSet | Tensor) -> tuple[Tensor, Tensor, list[str], list
     raise DataError(f"training data must be an augvae ImageSet or a (N, C, H, W) tensor, got {type(data).__name__}")
 
 
+#: Without a defect-free class, at most this many images store their defect (see :func:`train`).
+MAX_OWN_DEFECTS = 2048
+
+
+def _even_subset(labels: Tensor, n: int) -> Tensor:
+    """Sorted positions of ``n`` of ``labels``, taken round-robin over the classes (a fixed shuffle within each)."""
+    gen = torch.Generator().manual_seed(0)
+    per_class = [idx[torch.randperm(len(idx), generator=gen)] for c in labels.unique() for idx in [(labels == c).nonzero().flatten()]]
+    # rank r of class c comes before rank r + 1 of any class: interleave by rank, then cut at n
+    order = sorted(((r, i) for idx in per_class for r, i in enumerate(idx.tolist())))
+    return torch.tensor(sorted(i for _, i in order[:n]), dtype=torch.long)
+
+
 def _split_by_background(labels: Tensor, classes: list[str], background_class: str | None, train_on_defects: bool,
                          recipe: str, background: int | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Indices of the images the VAE trains on, of the defect images, and of the defect-free ones (or None)."""
@@ -251,7 +264,8 @@ def train(
             (image, projection, residual, mask) is stored for the ``transplant`` formulation. Without
             it (``small-set`` recipe), every image (but ``background``) is a defect source, its defect
             extracted against its own projection and its own residual statistics (defect on defect),
-            so the transforms default to ``transplant`` there too; the ``overlay`` recipe stores none.
+            so the transforms default to ``transplant`` there too (at most :data:`MAX_OWN_DEFECTS`
+            images, spread evenly over the classes); the ``overlay`` recipe stores none.
         train_on_defects: With ``background_class``: train on the defect images too.
         extract: How defects are extracted (default :class:`~augvae.config.ExtractConfig`).
         masks: ``(M, 1, S, S)`` pixel masks of the M defect images (in ``data`` order), used instead of
@@ -279,6 +293,13 @@ def train(
     if masks is not None and tuple(masks.shape) != (len(defect_idx), 1, *images.shape[-2:]):
         raise DataError(f"masks must be one (1, {images.shape[-1]}, {images.shape[-1]}) mask per defect image "
                         f"({len(defect_idx)}), got shape {tuple(masks.shape)}")
+    if background_class is None and len(defect_idx) > MAX_OWN_DEFECTS:
+        # Defect on defect, a large folder: a pool of this many, spread evenly over the classes, is plenty to draw
+        # from, and keeps defects.safetensors (four tensors of the images' size) a bounded multiple of one image.
+        keep = _even_subset(labels[defect_idx], MAX_OWN_DEFECTS)
+        log.info("storing the defects of %d of the %d images (spread over the classes; at most %d)", len(keep), len(defect_idx),
+                 MAX_OWN_DEFECTS)
+        defect_idx, masks = defect_idx[keep], masks[keep] if masks is not None else None
     n = fit_idx.numel()
     if train_config.recipe == "overlay":
         if n < 2:

@@ -302,3 +302,19 @@ def test_the_overlay_recipe_stores_no_defects(defects_only: Path, tmp_path: Path
                  "--image-size", str(S), "--masks", str(masks)]) == 2
     err = capsys.readouterr().err.strip()
     assert "overlay recipe extracts none" in err and "--masks" in err and len(err.splitlines()) == 1
+
+
+def test_a_large_folder_stores_a_capped_pool_spread_over_the_classes(defects_only: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import augvae.training as training
+    from augvae.data import load_folder
+
+    data = load_folder(defects_only, S, 1)
+    monkeypatch.setattr(training, "MAX_OWN_DEFECTS", 5)
+    masks = torch.zeros(len(data), 1, S, S)
+    masks[:, :, 4:9, 4:9] = 1.0
+    res = train(data, ModelConfig(image_size=S, latent_dim=4), recipe_config("small-set", epochs=1, batch_size=4), progress=False,
+                masks=masks)
+    assert res.defects is not None and res.defects["image"].shape[0] == 5
+    kept = training._even_subset(data.labels, 5)
+    assert sorted(torch.bincount(data.labels[kept]).tolist()) == [2, 3]  # round-robin over the two classes
+    assert torch.equal(res.defects["image"], data.images[kept]) and torch.equal(res.defects["mask"], masks[kept])
