@@ -13,7 +13,7 @@
 # k = 20 and 40, so the default floor is 1,200 steps now; --min-steps 600 below reproduces the committed grid (and keeps
 # its finished cells); step 4 reruns k = 20 and 40 at 1,200 steps. NEU has no defect-free class, so the transplant arms put a defect of a class onto another image
 # of the same class (defect on defect), with masks against each image's own residual statistics (--extract-polarity
-# both: NEU's scratches are bright). About 3 hours on a shared 2-core CPU. Rerunning skips every finished cell.
+# both: NEU's scratches are bright). About 5 hours on a shared 2-core CPU. Rerunning skips every finished cell.
 #
 # The earlier runs (200 steps for the small CNN, 100 and 300 for ResNet-18) are kept in
 # benchmarks/results/neu/{small-cnn-200steps,resnet18,resnet18-300}/ and labelled as the earlier budget.
