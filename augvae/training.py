@@ -295,7 +295,7 @@ def train(
                         f"({len(defect_idx)}), got shape {tuple(masks.shape)}")
     if background_class is None and len(defect_idx) > MAX_OWN_DEFECTS:
         # Defect on defect, a large folder: a pool of this many, spread evenly over the classes, is plenty to draw
-        # from, and keeps defects.safetensors (four tensors of the images' size) a bounded multiple of one image.
+        # from, and bounds defects.safetensors (image, projection, residual, mask: about 4 x MAX_OWN_DEFECTS images).
         keep = _even_subset(labels[defect_idx], MAX_OWN_DEFECTS)
         log.info("storing the defects of %d of the %d images (spread over the classes; at most %d)", len(keep), len(defect_idx),
                  MAX_OWN_DEFECTS)
