@@ -225,7 +225,8 @@ def _split_by_background(labels: Tensor, classes: list[str], background_class: s
     if bool(clean.all()):
         raise DataError(f"every image is of the background class {background_class!r}: there are no defects to extract; "
                         "add class folders with defect images")
-    return (every if train_on_defects else every[clean]), every[~clean], every[clean]
+    defects = ~clean if background is None else ~clean & (every != background)  # the --background image is never a defect
+    return (every if train_on_defects else every[clean]), every[defects], every[clean]
 
 
 def train(

@@ -51,7 +51,8 @@ augvae bench --report-only --out "$RUN/small-cnn-library" --report-to "$RESULTS/
 # seeds and VAEs), so those 30 cells (original, classic, classic+transplant) are copied instead of recomputed. 1,200 is
 # also today's auto floor. About 2 h here.
 mkdir -p "$RUN/small-cnn-1200/cells"
-cp -n "$RUN"/small-cnn/convergence/cells/*__k20__*.json "$RUN"/small-cnn/convergence/cells/*__k40__*.json "$RUN/small-cnn-1200/cells/"
+cp -n "$RUN"/small-cnn/convergence/cells/*__k20__*.json "$RUN"/small-cnn/convergence/cells/*__k40__*.json \
+    "$RUN/small-cnn-1200/cells/" 2>/dev/null || true   # none there (step 1 not run): the bench computes them
 augvae bench "$DATA" --out "$RUN/small-cnn-1200" --seeds "$SEEDS" \
     --arms original,classic,vae,classic+vae,vae-prior,mixup,transplant,classic+transplant "${COMMON[@]}" --per-class 20,40 --steps 1200
 augvae bench --report-only --out "$RUN/small-cnn-1200" --report-to "$RESULTS/small-cnn-1200" --no-grids

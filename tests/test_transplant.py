@@ -318,3 +318,26 @@ def test_a_large_folder_stores_a_capped_pool_spread_over_the_classes(defects_onl
     kept = training._even_subset(data.labels, 5)
     assert sorted(torch.bincount(data.labels[kept]).tolist()) == [2, 3]  # round-robin over the two classes
     assert torch.equal(res.defects["image"], data.images[kept]) and torch.equal(res.defects["mask"], masks[kept])
+
+
+def test_a_background_image_alone_does_not_make_the_policy_onto_background(defects_only: Path, tmp_path: Path) -> None:
+    """A --background image (or a class named like 'ok') is not the class the defects were extracted against."""
+    from augvae.overlay.policy import OverlayOptions
+    from augvae.overlay.sources import load_sources
+    from augvae.training import _split_by_background
+
+    plain = tmp_path / "plain.png"
+    Image.new("L", (S, S), 128).save(plain)
+    out = tmp_path / "m"
+    assert main(["train", str(defects_only), "--out", str(out), "--background", str(plain), "--image-size", str(S), "--epochs", "2",
+                 "--batch-size", "4", "--latent-dim", "4", "-q"]) == 0
+    src = load_sources(out)
+    assert src.background >= 0 and not src.defect_free_class
+    opts = OverlayOptions().resolve(src)
+    assert (opts.policy, opts.formulation) == ("same-class", "transplant")
+    assert len(json.loads((out / "config.json").read_text())["data"]["defect_sources"]) == 8  # not the background image
+    assert OverlayOptions(background_class="background").resolve(load_sources(out, background_class="background")).policy == "onto-background"
+    # with a defect-free class as well, the --background image is not a defect either (the masks count must match)
+    labels = torch.tensor([0, 0, 1, 1, 2])  # classes ok, crack, background: image 4 is the --background image
+    _, defects, clean = _split_by_background(labels, ["ok", "crack", "background"], "ok", False, "small-set", background=4)
+    assert defects.tolist() == [2, 3] and clean is not None and clean.tolist() == [0, 1]

@@ -223,12 +223,15 @@ class OverlayOptions:
             formulation = "transplant" if src.has_defects else "residual"
         if formulation == "transplant" and not src.has_defects:
             raise ConfigError(
-                f"formulation 'transplant' needs a model that stores real defects, but {src.path} has none; train one on the "
-                "defect-free images (augvae train DATA --background-class ok) or use formulation='residual'"
+                f"formulation 'transplant' needs a model that stores real defects, but {src.path} has none; train one with "
+                "the small-set recipe (augvae train DATA, with --background-class ok if you have defect-free images) or use "
+                "formulation='residual'"
             )
         policy = self.policy
         if policy == "auto":
-            policy = "onto-background" if formulation == "transplant" and src.background >= 0 else "same-class"
+            # onto-background only where the defects were extracted against the defect-free class: a --background image
+            # or a class merely named like "ok" does not make the other images' defects defects on defect-free surfaces
+            policy = "onto-background" if formulation == "transplant" and src.background >= 0 and src.defect_free_class else "same-class"
         blend = DEFAULT_BLEND if self.blend == "auto" else self.blend
         if (formulation, policy, blend) == (self.formulation, self.policy, self.blend):
             return self

@@ -111,6 +111,8 @@ class VAESources:
         d_image, d_residual, d_mask: ``(M, C, S', S')``, ``(M, C, S', S')``, ``(M, 1, S', S')`` the
             stored defects (empty tensors when there are none).
         names: The name of each source.
+        defect_free_class: Whether :attr:`background` is the class the defects were extracted
+            against (the model was trained with it, or the caller named it).
 
     Example:
         >>> from augvae.testing import example_model_folder
@@ -137,6 +139,9 @@ class VAESources:
     d_residual: Tensor
     d_mask: Tensor
     names: list[str]
+    #: Whether the defects were extracted against a defect-free class (a model trained with one, or one the caller
+    #: named): then defect-free inputs get them (``onto-background``); otherwise they go onto their own class.
+    defect_free_class: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -300,7 +305,8 @@ def sources_from_defects(defects: dict[str, Tensor], source_classes: Sequence[st
                       z_ref=torch.zeros(1, device=device), x_ref=torch.zeros(1, *defects["image"].shape[1:], device=device),
                       reference="none (transplant only)", path=None, center_residual=False,
                       has_defect=torch.ones(m, dtype=torch.bool, device=device), defect_slot=torch.arange(m, device=device),
-                      d_image=defects["image"], d_residual=defects["residual"], d_mask=defects["mask"], names=names)
+                      d_image=defects["image"], d_residual=defects["residual"], d_mask=defects["mask"], names=names,
+                      defect_free_class=bool(background_class) and background_class in index)
 
 
 @torch.no_grad()
@@ -370,4 +376,5 @@ def _prepare(model: Any, src: SourceList, classes: tuple[str, ...] | None, backg
                       partner_ok=partner_ok.to(device), classes=names, background=bg, z_ref=z_ref.to(device), x_ref=x_ref,
                       reference=reference, path=root, center_residual=ref_source is None and reference.startswith("centroid"),
                       has_defect=has_defect.to(device), defect_slot=defect_slot.to(device), d_image=d_image.to(device),
-                      d_residual=d_residual.to(device), d_mask=d_mask.to(device), names=list(src.names))
+                      d_residual=d_residual.to(device), d_mask=d_mask.to(device), names=list(src.names),
+                      defect_free_class=bg >= 0 and (background_class is not None or src.background_class is not None))
