@@ -24,7 +24,7 @@ COMMON=(--split-file "$DATA/splits.csv" --background-class ok --seeds 5 --image-
 ARMS=original,classic,transplant,classic+transplant,blurmask,classic+blurmask,cutpaste,classic+cutpaste
 
 # 1. The main grid: every arm, k = 5, 10, 20, the auto step budget, the convergence check. What is committed in
-#    benchmarks/results/elpv/small-cnn/ is k = 5 and 10 of it (run with `--cell` selectors) and k = 20 for three arms (step 1c);
+#    benchmarks/results/elpv/small-cnn/ is k = 5 and 10 of it (run with `--cell` selectors) and k = 20 for five arms (step 1c);
 #    the other k = 20 cells and the convergence check beyond step 1b are not run yet, nor are steps 2-4 below.
 augvae bench "$DATA" --out "$RUN/small-cnn" --per-class 5,10,20 --arms "$ARMS" "${COMMON[@]}"
 augvae bench --report-only --out "$RUN/small-cnn" --report-to "$RESULTS/small-cnn" --no-grids
@@ -36,8 +36,8 @@ augvae bench "$DATA" --out "$RUN/small-cnn/convergence" --per-class 5,10,20 --ar
     --steps 2640 --no-convergence-check --cell "${CELLS%,}" "${COMMON[@]}"
 augvae bench --report-only --out "$RUN/small-cnn" --report-to "$RESULTS/small-cnn" --no-grids
 
-# 1c. The part of k = 20 that is committed: original, classic and classic+transplant, 5 seeds (about 27 min with 2 jobs).
-CELLS=$(for s in 0 1 2 3 4; do for a in original classic classic+transplant; do printf 'small-cnn__%s__k20__s%s,' "$a" "$s"; done; done)
+# 1c. The part of k = 20 that is committed: original, classic and the arms on top of classic, 5 seeds (about 45 min with 2 jobs).
+CELLS=$(for s in 0 1 2 3 4; do for a in original classic classic+transplant classic+blurmask classic+cutpaste; do printf 'small-cnn__%s__k20__s%s,' "$a" "$s"; done; done)
 augvae bench "$DATA" --out "$RUN/small-cnn" --per-class 5,10,20 --arms "$ARMS" --cell "${CELLS%,}" "${COMMON[@]}"
 augvae bench --report-only --out "$RUN/small-cnn" --report-to "$RESULTS/small-cnn" --no-grids
 
