@@ -197,22 +197,24 @@ MAX_OWN_DEFECTS = 2048
 def _even_subset(labels: Tensor, n: int) -> Tensor:
     """Sorted positions of ``n`` of ``labels``, taken round-robin over the classes (a fixed shuffle within each)."""
     gen = torch.Generator().manual_seed(0)
-    per_class = [idx[torch.randperm(len(idx), generator=gen)] for c in labels.unique() for idx in [(labels == c).nonzero().flatten()]]
-    # rank r of class c comes before rank r + 1 of any class: interleave by rank, then cut at n
-    order = sorted(((r, i) for idx in per_class for r, i in enumerate(idx.tolist())))
-    return torch.tensor(sorted(i for _, i in order[:n]), dtype=torch.long)
+    ranked: list[tuple[int, int]] = []  # (rank within its class, position): rank r of every class before rank r + 1
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        ranked += enumerate(idx[torch.randperm(len(idx), generator=gen)].tolist())
+    return torch.tensor(sorted(i for _, i in sorted(ranked)[:n]), dtype=torch.long)
 
 
 def _split_by_background(labels: Tensor, classes: list[str], background_class: str | None, train_on_defects: bool,
                          recipe: str, background: int | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Indices of the images the VAE trains on, of the defect images, and of the defect-free ones (or None)."""
     every = torch.arange(labels.shape[0])
+    not_ref = every != background if background is not None else torch.ones_like(every, dtype=torch.bool)  # never a defect
     if background_class is None:
         if recipe == "overlay":  # each source is its own latent cluster and decodes as itself: no residual to extract
             return every, every[:0], None
         # No defect-free class (defect on defect): every image is a defect source, its defect extracted against its
         # own projection; the benchmark measured this transplant on NEU (benchmarks/results/neu/).
-        return every, every[every != background] if background is not None else every, None
+        return every, every[not_ref], None
     if recipe != "small-set":
         raise ConfigError("--background-class trains the VAE on the defect-free images with the small-set recipe; drop --recipe overlay")
     if background_class not in classes:
@@ -225,8 +227,7 @@ def _split_by_background(labels: Tensor, classes: list[str], background_class: s
     if bool(clean.all()):
         raise DataError(f"every image is of the background class {background_class!r}: there are no defects to extract; "
                         "add class folders with defect images")
-    defects = ~clean if background is None else ~clean & (every != background)  # the --background image is never a defect
-    return (every if train_on_defects else every[clean]), every[defects], every[clean]
+    return (every if train_on_defects else every[clean]), every[~clean & not_ref], every[clean]
 
 
 def train(
