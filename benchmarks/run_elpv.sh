@@ -48,7 +48,7 @@ augvae bench --report-only --out "$RUN/small-cnn-genp0.25" --report-to "$RESULTS
 
 # 3. ResNet-18 from scratch at a cut budget of 400 steps (321 s a cell on one core; the auto budget, 1,290 steps, would
 #    take about 17 minutes a cell), without the convergence check (it would double that). What is committed in benchmarks/results/elpv/resnet18/
-#    is k = 5, all five arms below, 5 seeds (about 2.5 hours with 2 jobs); k = 10 is not run yet.
+#    is k = 5, all five arms below, 5 seeds (about 75 minutes with 2 jobs); k = 10 is not run yet.
 augvae bench "$DATA" --out "$RUN/resnet18" --classifiers resnet18 --per-class 5,10 --steps 400 --no-convergence-check \
     --arms original,classic,classic+transplant,classic+blurmask,classic+cutpaste "${COMMON[@]}"
 augvae bench --report-only --out "$RUN/resnet18" --report-to "$RESULTS/resnet18" --no-grids
