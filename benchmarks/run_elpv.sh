@@ -68,3 +68,4 @@ augvae bench --report-only --out "$RUN/small-cnn-paste" --report-to "$RESULTS/sm
 augvae bench "$DATA" --out "$RUN/small-cnn-z3" --per-class 5,10 --steps 1320 --extract-mask-low 3 --extract-mask-high 5 \
     --no-convergence-check --arms classic,classic+transplant,classic+blurmask "${COMMON[@]}" --min-steps 1200
 augvae bench --report-only --out "$RUN/small-cnn-z3" --report-to "$RESULTS/small-cnn-z3" --no-grids
+python benchmarks/pair_runs.py --variant "$RUN/small-cnn-z3" --grid "$RUN/small-cnn" --out "$RESULTS/small-cnn-z3/paired_with_grid.json"

@@ -56,3 +56,12 @@ cp -n "$RUN"/small-cnn/convergence/cells/*__k20__*.json "$RUN"/small-cnn/converg
 augvae bench "$DATA" --out "$RUN/small-cnn-1200" --seeds "$SEEDS" \
     --arms original,classic,vae,classic+vae,vae-prior,mixup,transplant,classic+transplant "${COMMON[@]}" --per-class 20,40 --steps 1200
 augvae bench --report-only --out "$RUN/small-cnn-1200" --report-to "$RESULTS/small-cnn-1200" --no-grids
+
+# 5. The stricter mask of the ELPV attempt (z 3 to 5; benchmarks/results/elpv/README.md, "A stricter mask") for the
+#    defect-on-defect default: classic and classic+transplant, k = 5 and 10, 5 seeds (about 10 minutes with 2 jobs). The
+#    classic cells are the same computation as step 1's; benchmarks/pair_runs.py checks that and pairs the two folders.
+CELLS=$(for k in 5 10; do for s in 0 1 2 3 4; do for a in classic+transplant classic; do printf 'small-cnn__%s__k%s__s%s,' "$a" "$k" "$s"; done; done; done)
+augvae bench "$DATA" --out "$RUN/small-cnn-z3" --seeds "$SEEDS" --arms classic,classic+transplant --extract-mask-low 3 \
+    --extract-mask-high 5 --no-convergence-check --cell "${CELLS%,}" "${COMMON[@]}"
+augvae bench --report-only --out "$RUN/small-cnn-z3" --report-to "$RESULTS/small-cnn-z3" --no-grids
+python benchmarks/pair_runs.py --variant "$RUN/small-cnn-z3" --grid "$RUN/small-cnn" --out "$RESULTS/small-cnn-z3/paired_with_grid.json"
