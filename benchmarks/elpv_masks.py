@@ -38,6 +38,7 @@ from augvae._io import write_json  # noqa: E402
 from augvae.bench.config import BenchConfig  # noqa: E402
 from augvae.bench.split import prepare_data  # noqa: E402
 from augvae.config import ExtractConfig, config_to_dict  # noqa: E402
+from augvae.errors import AugvaeError, DataError  # noqa: E402
 from augvae.model import ConvVAE  # noqa: E402
 from augvae.overlay.extract import blur_projector, estimate_masks, extract_defects, vae_projector  # noqa: E402
 
@@ -52,6 +53,7 @@ def main() -> None:
     p.add_argument("--data", default="../shared/datasets/elpv")
     p.add_argument("--split-file", default=None, help="default: DATA/splits.csv")
     p.add_argument("--vae", required=True, help="model folder of a VAE trained on the defect-free pool cells")
+    p.add_argument("--background-class", default="ok", help="the defect-free class")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--blur-sigma", type=float, default=BenchConfig.blur_sigma)
     p.add_argument("--thresholds", default="1.5:3,2.5:4,3:5,4:6",
@@ -60,10 +62,12 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    cfg = BenchConfig(image_size=a.image_size, background_class="ok", per_class=(5,))
+    cfg = BenchConfig(image_size=a.image_size, background_class=a.background_class, per_class=(5,))
     bd = prepare_data(a.data, cfg, a.split_file or str(Path(a.data) / "splits.csv"))
     x, y = bd.data.images.float(), bd.data.labels
-    ok = bd.classes.index("ok")
+    if a.background_class not in bd.classes:
+        raise DataError(f"no class {a.background_class!r} in {a.data} (classes: {', '.join(bd.classes)}); pass --background-class")
+    ok = bd.classes.index(a.background_class)
     pool, test = torch.as_tensor(bd.pool), torch.as_tensor(bd.test)
     ref_rows = pool[y[pool] == ok]
     extract = ExtractConfig(polarity="dark")  # the benchmark's --extract-polarity dark, every other default
@@ -113,4 +117,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except AugvaeError as err:  # a bad path or folder: one line naming it, not a traceback
+        sys.exit(f"error: {err}")
