@@ -54,9 +54,9 @@ def main() -> None:
         other = grid.get((clf, arm, k), {})
         common = sorted(set(seeds) & set(other))
         differ = [s for s in common if seeds[s]["accuracy"] != other[s]["accuracy"]]
-        if not common or differ:
-            sys.exit(f"error: the shared arm {arm!r} (k = {k}) is {'missing from the grid' if not common else 'not identical'} "
-                     f"{'' if not common else f'at seeds {differ}'}: the folders are not comparable cell for cell; "
+        problem = "missing from the grid" if not common else f"not identical at seeds {differ}" if differ else ""
+        if problem:
+            sys.exit(f"error: the shared arm {arm!r} (k = {k}) is {problem}: the folders are not comparable cell for cell; "
                      "pass a shared arm both ran with the same settings")
         checked.append({"classifier": clf, "k": k, "seeds": common})
     if not checked:
