@@ -239,8 +239,8 @@ class ExtractConfig:
 
     polarity: str = _h("which residuals are defects: dark (darker than the projection), bright, or both", default="both")
     mask_sigma: float = _h("smoothing of the residual before thresholding, in pixels at the model's size", default=0.7)
-    mask_low: float = _h("z-score where the mask starts (0 below)", default=1.5)
-    mask_high: float = _h("z-score where the mask is 1", default=3.0)
+    mask_low: float = _h("z-score where the mask starts (0 below)", default=3.0)
+    mask_high: float = _h("z-score where the mask is 1", default=5.0)
     dilate: int = _h("grow the mask by this many pixels", default=1)
     feather: float = _h("soften the mask's edge by a Gaussian of this many pixels", default=0.8)
     reference_images: int = _h("defect-free images whose residuals set the per-pixel statistics", default=400)

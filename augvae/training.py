@@ -50,7 +50,7 @@ from augvae.data.images import ImageSet
 from augvae.errors import ConfigError, DataError, ModelFolderError, OutputError
 from augvae.figures import plot_history
 from augvae.model import ConvVAE, check_images
-from augvae.overlay.extract import extract_defects, vae_projector
+from augvae.overlay.extract import extract_defects, usable_defects, vae_projector
 
 __all__ = ["train", "check_model_output", "TrainResult", "OverlayBatchSampler", "resolve_device", "active_units", "epoch_lr"]
 
@@ -406,6 +406,12 @@ def train(
             # The per-pixel statistics of the defect-free residuals, or (None) each image's own median and spread.
             ref = None if clean_idx is None else images[clean_idx[torch.randperm(len(clean_idx), generator=torch.Generator().manual_seed(0))]]
             result.defects = extract_defects(images[defect_idx], vae_projector(model), extract, reference=ref, masks=masks)
+            empty = int((~usable_defects(result.defects["mask"])).sum())
+            if empty:
+                fix = ("check those masks" if masks is not None else
+                       "lower --mask-low / --mask-high (e.g. 1.5 and 3) or pass pixel masks (--masks)")
+                log.warning("%d of %d defect images have an empty mask (no pixel above 0.5), so they will not be transplanted; %s",
+                            empty, defect_idx.numel(), fix)
         finished = bool(history) and history[-1]["epoch"] == train_config.epochs
         if root is not None and finished:
             # Written again here because a run killed between the last checkpoint and its weights file

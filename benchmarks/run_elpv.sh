@@ -18,9 +18,12 @@ RUN=${RUN:-/work/runs/elpv}
 RESULTS=benchmarks/results/elpv
 # ELPV's defects (cracks, inactive areas, broken fingers) are darker than the cell: --extract-polarity dark.
 # --min-steps 600: the floor of the auto budget when this grid ran (the default is 1,200 now); the auto budget here is
-# 1,320 steps either way, and the same settings keep every finished cell.
+# 1,320 steps either way, and the same settings keep every finished cell. --extract-mask-low 1.5 --extract-mask-high 3:
+# the mask thresholds when steps 1-4 ran (the default is z 3 to 5 since step 5 measured it; steps 5 and 6 override them).
+# Steps 1-5 also ran before the empty-mask guard (a defect whose mask is empty is no longer drawn); step 6 runs with it.
 COMMON=(--split-file "$DATA/splits.csv" --background-class ok --seeds 5 --image-size 64 --extract-polarity dark --min-steps 600
-        --vae-steps 4000 --vae-batch-size 32 --vae-hidden-dim 128 --jobs 2 --threads 1 --cache-dir "$RUN/cache")
+        --vae-steps 4000 --vae-batch-size 32 --vae-hidden-dim 128 --jobs 2 --threads 1 --cache-dir "$RUN/cache"
+        --extract-mask-low 1.5 --extract-mask-high 3)
 ARMS=original,classic,transplant,classic+transplant,blurmask,classic+blurmask,cutpaste,classic+cutpaste
 
 # 1. The main grid: every arm, k = 5, 10, 20, the auto step budget, the convergence check. What is committed in
@@ -65,7 +68,7 @@ augvae bench --report-only --out "$RUN/small-cnn-paste" --report-to "$RESULTS/sm
 # 5. A stricter mask (z 3 to 5 instead of 1.5 to 3; benchmarks/elpv_masks.py shows why): classic, classic+transplant and
 #    its blur-mask control at the same thresholds, k = 5 and 10, at the grid's 1,320 steps. The classic cells are the
 #    same computation as step 1's (identical accuracies), so the report pairs them by seed with step 1's controls too.
-augvae bench "$DATA" --out "$RUN/small-cnn-z3" --per-class 5,10 --steps 1320 --extract-mask-low 3 --extract-mask-high 5 \
-    --no-convergence-check --arms classic,classic+transplant,classic+blurmask "${COMMON[@]}" --min-steps 1200
+augvae bench "$DATA" --out "$RUN/small-cnn-z3" --per-class 5,10 --steps 1320 --no-convergence-check \
+    --arms classic,classic+transplant,classic+blurmask "${COMMON[@]}" --min-steps 1200 --extract-mask-low 3 --extract-mask-high 5
 augvae bench --report-only --out "$RUN/small-cnn-z3" --report-to "$RESULTS/small-cnn-z3" --no-grids
 python benchmarks/pair_runs.py --variant "$RUN/small-cnn-z3" --grid "$RUN/small-cnn" --out "$RESULTS/small-cnn-z3/paired_with_grid.json"

@@ -25,8 +25,10 @@ RESULTS=benchmarks/results/neu
 # 5 seeds, 8 arms: what benchmarks/results/neu/small-cnn/ holds (it was first run with SEEDS=3 and 6 arms, then
 # extended into the same folder; every finished cell was kept).
 SEEDS=${SEEDS:-5}
+# --extract-mask-low 1.5 --extract-mask-high 3: the mask thresholds when steps 1-4 ran (the default is z 3 to 5 now; steps 5
+# and 6 override them). Steps 1-5 ran before the empty-mask guard (a defect whose mask is empty is no longer drawn).
 COMMON=(--split-file "$DATA/splits.csv" --per-class 5,10,20,40 --image-size 48 --vae-steps 600 --prior-steps 150 --min-steps 600
-        --extract-polarity both --jobs 2 --threads 1 --cache-dir "$RUN/cache")
+        --extract-polarity both --jobs 2 --threads 1 --cache-dir "$RUN/cache" --extract-mask-low 1.5 --extract-mask-high 3)
 
 # 1. The committed run (about 2 h with its convergence check).
 augvae bench "$DATA" --out "$RUN/small-cnn" --seeds "$SEEDS" \
@@ -61,7 +63,7 @@ augvae bench --report-only --out "$RUN/small-cnn-1200" --report-to "$RESULTS/sma
 #    defect-on-defect default: classic and classic+transplant, k = 5 and 10, 5 seeds (about 10 minutes with 2 jobs). The
 #    classic cells are the same computation as step 1's; benchmarks/pair_runs.py checks that and pairs the two folders.
 CELLS=$(for k in 5 10; do for s in 0 1 2 3 4; do for a in classic+transplant classic; do printf 'small-cnn__%s__k%s__s%s,' "$a" "$k" "$s"; done; done; done)
-augvae bench "$DATA" --out "$RUN/small-cnn-z3" --seeds "$SEEDS" --arms classic,classic+transplant --extract-mask-low 3 \
-    --extract-mask-high 5 --no-convergence-check --cell "${CELLS%,}" "${COMMON[@]}"
+augvae bench "$DATA" --out "$RUN/small-cnn-z3" --seeds "$SEEDS" --arms classic,classic+transplant --no-convergence-check \
+    --cell "${CELLS%,}" "${COMMON[@]}" --extract-mask-low 3 --extract-mask-high 5
 augvae bench --report-only --out "$RUN/small-cnn-z3" --report-to "$RESULTS/small-cnn-z3" --no-grids
 python benchmarks/pair_runs.py --variant "$RUN/small-cnn-z3" --grid "$RUN/small-cnn" --out "$RESULTS/small-cnn-z3/paired_with_grid.json"

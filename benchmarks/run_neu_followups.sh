@@ -13,7 +13,8 @@ DATA=${DATA:-../shared/datasets/neu_det}
 RUN=${RUN:-/work/neu_runs/main}
 RESULTS=benchmarks/results/neu/followups
 COMMON=(--split-file "$DATA/splits.csv" --per-class 5,10,20,40 --image-size 48 --vae-steps 600 --prior-steps 150
-        --jobs 2 --threads 1 --cache-dir "$RUN/cache" --classifiers small-cnn --seeds 5 --steps 200 --no-convergence-check)
+        --jobs 2 --threads 1 --cache-dir "$RUN/cache" --classifiers small-cnn --seeds 5 --steps 200 --no-convergence-check
+        --extract-mask-low 1.5 --extract-mask-high 3)  # the mask thresholds of the time (the default is z 3 to 5 now)
 
 run() {  # name, then the options that differ from run_neu.sh
     local name=$1; shift

@@ -54,17 +54,18 @@ def test_estimated_masks_overlap_the_true_defects(surfaces: dict[str, torch.Tens
     """IoU of the mask (> 0.5) with the true defect grown by 1 px (its soft edge and shadow).
 
     A mask of the same area placed at random would score about the true area's share of the image
-    (below 0.1); the VAE's masks measured 0.64 (cracks) and 0.50 (pores) on this data, so the
-    thresholds (0.45, 0.35) leave room for another platform's arithmetic. The blur control's masks
-    score lower (0.38, 0.23): the learned projection localises better.
+    (below 0.1); at the default thresholds (z 3 to 5) the VAE's masks measured 0.84 (cracks) and
+    0.80 (pores) on this data (0.64 and 0.50 at the earlier z 1.5 to 3), so the thresholds (0.7,
+    0.65) leave room for another platform's arithmetic. The blur control's masks score lower (0.58,
+    0.50): the learned projection localises better.
     """
     truth = dilate(surfaces["masks"].float(), 1) > 0.5
     cfg = ExtractConfig(polarity="both")
     vae = extract_defects(surfaces["defects"], vae_projector(surface_vae), cfg, reference=surfaces["clean"])
     blur = extract_defects(surfaces["defects"], blur_projector(2.0), cfg, reference=surfaces["clean"])
     iou_vae, iou_blur = _iou(vae["mask"] > 0.5, truth), _iou(blur["mask"] > 0.5, truth)
-    assert float(iou_vae[:8].mean()) >= 0.45, iou_vae[:8]  # cracks
-    assert float(iou_vae[8:].mean()) >= 0.35, iou_vae[8:]  # pores
+    assert float(iou_vae[:8].mean()) >= 0.7, iou_vae[:8]  # cracks
+    assert float(iou_vae[8:].mean()) >= 0.65, iou_vae[8:]  # pores
     recall = ((vae["mask"] > 0.5) & surfaces["masks"]).flatten(1).sum(1) / surfaces["masks"].flatten(1).sum(1)
     assert float(recall.mean()) >= 0.9
     assert float(iou_vae.mean()) > float(iou_blur.mean())
@@ -120,6 +121,31 @@ def test_poisson_blend_matches_the_border_and_keeps_the_gradients() -> None:
     assert abs(float(out[..., 8, 16]) - 0.5) < 0.05  # at the border: the base's brightness, not the patch's
     inner = out[..., 16, 16] - out[..., 11, 16]
     assert abs(float(inner) - (0.1 - 0.9)) < 0.2  # inside: the spot's contrast to its surroundings
+
+
+def test_a_defect_with_an_empty_mask_is_never_transplanted(caplog: pytest.LogCaptureFixture) -> None:
+    """Its transplant would be the defect-free image unchanged, labelled as a defect: a silently wrong sample."""
+    from augvae.errors import ConfigError
+    from augvae.overlay.engine import overlay_batch
+    from augvae.overlay.policy import OverlayOptions, draw_torch
+    from augvae.overlay.sources import sources_from_defects
+
+    g = torch.Generator().manual_seed(0)
+    d = {k: torch.rand(2, 1, S, S, generator=g) for k in ("image", "projection", "residual")}
+    d["mask"] = torch.zeros(2, 1, S, S)
+    d["mask"][0] = 0.4  # defect 0 ("crack"): no pixel above 0.5, an empty region; defect 1 ("pore") has one
+    d["mask"][1, :, 4:12, 4:12] = 1.0
+    with caplog.at_level("INFO", logger="augvae"):
+        src = sources_from_defects(d, ["crack", "pore"], ["crack", "pore", "ok"], "ok", names=["c0", "p0"])
+    assert src.has_defect.tolist() == [False, True] and "1 of 2 defects have an empty mask (no pixel above 0.5: c0)" in caplog.text
+    base = torch.full((64, 1, S, S), 0.5)
+    opts = OverlayOptions(policy="onto-background", formulation="transplant", k=1)
+    x, y = overlay_batch(src, base, torch.full((64,), 2), opts, draw_torch(src, opts, 64, generator=g))
+    changed = (x - base).abs().flatten(1).amax(1) > 0
+    assert set(y[changed].tolist()) == {1} and bool((y[~changed] == 2).all())  # only the pore is drawn; nothing is relabelled unchanged
+    d["mask"].zero_()
+    with pytest.raises(ConfigError, match="every defect .* has an empty mask"):
+        opts.resolve(sources_from_defects(d, ["crack", "pore"], ["crack", "pore", "ok"], "ok"))
 
 
 # ------------------------------------------------------------------------------------ every entry point
@@ -274,7 +300,10 @@ def test_without_a_defect_free_class_each_image_is_a_defect_source(defects_only:
     assert src.has_defects and src.background < 0
     assert (OverlayOptions().resolve(src).policy, OverlayOptions().resolve(src).formulation) == ("same-class", "transplant")
     area = src.d_mask.mean(dim=(1, 2, 3))
-    assert bool((area > 0).all()) and bool((area < 0.5).all())  # each source has a defect, and it is not the whole image
+    assert bool((area < 0.5).all())  # a defect is not the whole image
+    # Against each image's own statistics, the default threshold (z 3) misses the faintest crack of this barely trained
+    # VAE (measured: 1 of 8); such a source is marked, and never drawn, rather than transplanting nothing.
+    assert int(src.has_defect.sum()) >= 6 and torch.equal(src.has_defect, (src.d_mask > 0.5).flatten(1).any(1))
     with Image.open(sorted((defects_only / "pore").iterdir())[0]) as im:
         pore = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0)[None]
     torch.manual_seed(0)

@@ -59,7 +59,7 @@ from augvae.bench.split import settings_key
 from augvae.checkpoint import load_latents, save_model
 from augvae.config import recipe_config
 from augvae.data.images import ImageSet
-from augvae.errors import ConfigError
+from augvae.errors import ConfigError, DataError
 from augvae.model import load_model
 from augvae.overlay.combine import sample_around
 from augvae.overlay.engine import overlay, overlay_batch, random_overlays
@@ -552,7 +552,11 @@ def _transplant_set(kind: str, train_set: ImageSet, cfg: BenchConfig, cache: Pat
         out, new = overlay_batch(src, base, y, opts, draw_torch(src, opts, len(y), generator=gen, device="cpu"))
         return out, _one_hot(new, len(classes))
 
-    generate_for = torch.ones(len(classes), dtype=torch.bool)
+    if not src.has_defects:
+        raise DataError(f"{kind} at k = {k}, seed {seed}: every defect image of the cell has an empty mask, so nothing can be "
+                        "transplanted; lower --extract-mask-low / --extract-mask-high (e.g. 1.5 and 3)")
+    generate_for = torch.zeros(len(classes), dtype=torch.bool)
+    generate_for[src.source_class[src.has_defect]] = True  # a class whose every defect has an empty mask gets none
     if bg >= 0:
         generate_for[bg] = False
     return TrainingSet(train_set.images, labels, len(classes), generate, generate_for, info)

@@ -35,9 +35,23 @@ from augvae._imageops import blur, dilate, resize
 from augvae.config import ExtractConfig
 from augvae.errors import InputError
 
-__all__ = ["extract_defects", "estimate_masks", "vae_projector", "blur_projector"]
+__all__ = ["extract_defects", "estimate_masks", "usable_defects", "vae_projector", "blur_projector"]
 
 Projector = Callable[[Tensor], Tensor]
+
+def usable_defects(mask: Tensor) -> Tensor:
+    """``(M,)`` bool: which of ``(M, 1, S, S)`` soft masks are not empty (some pixel above 0.5).
+
+    Where no pixel of a mask exceeds 0.5, its defect's region is empty (the region that the Poisson
+    blend and the mask measures take): its transplant would change (almost) nothing, an unchanged
+    image labelled as a defect, so such a defect is never drawn.
+
+    Example:
+        >>> m = torch.zeros(3, 1, 8, 8); m[0, :, 2:4, 2:4] = 1.0; m[1] = 0.3
+        >>> usable_defects(m).tolist()
+        [True, False, False]
+    """
+    return (mask > 0.5).flatten(1).any(1)
 
 
 def vae_projector(model: Any, batch_size: int = 256) -> Projector:

@@ -219,6 +219,11 @@ class OverlayOptions:
     def resolve(self, src: VAESources) -> OverlayOptions:
         """The options with ``auto`` replaced by what fits ``src`` (see the module docstring)."""
         formulation = self.formulation
+        if src.d_image.shape[0] > 0 and not src.has_defects and formulation in ("auto", "transplant"):
+            raise ConfigError(
+                f"every defect stored in {src.path or 'the sources'} has an empty mask, so a transplant would change nothing; "
+                "retrain with a lower mask threshold (augvae train --mask-low 1.5 --mask-high 3) or pass pixel masks (--masks)"
+            )
         if formulation == "auto":
             formulation = "transplant" if src.has_defects else "residual"
         if formulation == "transplant" and not src.has_defects:

@@ -32,6 +32,7 @@ from augvae.checkpoint import CONFIG_FILE, DEFECTS_FILE, LATENTS_FILE, WEIGHTS_F
 from augvae.errors import ConfigError, ModelFolderError
 from augvae.model import load_model
 from augvae.overlay._names import BACKGROUND_NAMES
+from augvae.overlay.extract import usable_defects
 
 __all__ = ["as_classes", "VAESources", "SourceList", "check_model_folder", "clear_cache", "load_sources", "model_sources", "sources_from_latents",
            "sources_from_defects"]
@@ -106,7 +107,8 @@ class VAESources:
         center_residual: Whether ``residual`` overlays are zero-centred per image (True when the
             reference is only the centroid of all sources).
         path: The model folder (None for sources made in memory).
-        has_defect: ``(N,)`` sources with a stored real defect (``transplant``).
+        has_defect: ``(N,)`` sources with a stored real defect whose mask is not empty (what
+            ``transplant`` draws; :func:`~augvae.overlay.extract.usable_defects`).
         defect_slot: ``(N,)`` row of each source in the defect tensors, -1 for none.
         d_image, d_residual, d_mask: ``(M, C, S', S')``, ``(M, C, S', S')``, ``(M, 1, S', S')`` the
             stored defects (empty tensors when there are none).
@@ -142,6 +144,9 @@ class VAESources:
     #: Whether the defects were extracted against a defect-free class (a model trained with one, or one the caller
     #: named): then defect-free inputs get them (``onto-background``); otherwise they go onto their own class.
     defect_free_class: bool = False
+    #: Whether any stored defect can be transplanted (``has_defect.any()``, kept as a Python bool so that the batch
+    #: path does not read it back from an accelerator).
+    any_defect: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -170,8 +175,8 @@ class VAESources:
 
     @property
     def has_defects(self) -> bool:
-        """Whether the model stores real defects (so ``transplant`` works)."""
-        return self.d_image.shape[0] > 0
+        """Whether the model stores real defects with a non-empty mask (so ``transplant`` works)."""
+        return self.any_defect
 
     def class_index(self, name: str) -> int:
         """Index of a class name, or :class:`ConfigError` listing the names."""
@@ -300,13 +305,24 @@ def sources_from_defects(defects: dict[str, Tensor], source_classes: Sequence[st
     device = defects["image"].device
     source_class = torch.tensor([index[c] for c in source_classes], dtype=torch.long, device=device)
     zeros = torch.zeros(m, 1, device=device)
+    usable = _usable(defects["mask"], names, "the defects")
     return VAESources(model=None, mu=zeros, logvar=zeros, source_class=source_class, partner_ok=torch.ones(m, dtype=torch.bool, device=device),
                       classes=list(classes), background=index.get(background_class, -1) if background_class else -1,
                       z_ref=torch.zeros(1, device=device), x_ref=torch.zeros(1, *defects["image"].shape[1:], device=device),
                       reference="none (transplant only)", path=None, center_residual=False,
-                      has_defect=torch.ones(m, dtype=torch.bool, device=device), defect_slot=torch.arange(m, device=device),
-                      d_image=defects["image"], d_residual=defects["residual"], d_mask=defects["mask"], names=names,
-                      defect_free_class=bool(background_class) and background_class in index)
+                      has_defect=usable, defect_slot=torch.arange(m, device=device), d_image=defects["image"], d_residual=defects["residual"], d_mask=defects["mask"], names=names,
+                      defect_free_class=bool(background_class) and background_class in index, any_defect=bool(usable.any()))
+
+
+def _usable(mask: Tensor, names: Sequence[str], where: Any, quiet: bool = False) -> Tensor:
+    """Which defects can be transplanted (a non-empty mask); says which cannot."""
+    usable = usable_defects(mask)
+    empty = [n for n, u in zip(names, usable.tolist()) if not u]
+    if empty and not quiet:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        log.info("%s: %d of %d defects have an empty mask (no pixel above 0.5: %s) and are not transplanted; lower the mask's threshold "
+                 "(augvae train --mask-low) or pass pixel masks (--masks)", where, len(empty), len(names), shown)
+    return usable
 
 
 @torch.no_grad()
@@ -368,13 +384,14 @@ def _prepare(model: Any, src: SourceList, classes: tuple[str, ...] | None, backg
         rows = torch.tensor(src.defect_sources, dtype=torch.long)
         if len(set(src.defect_sources)) != len(src.defect_sources) or int(rows.max()) >= n:
             raise ModelFolderError(f"{where}: 'data.defect_sources' must name distinct sources; retrain the model")
-        has_defect[rows] = True
-        defect_slot[rows] = torch.arange(len(rows))
         d_image, d_residual, d_mask = src.defects["image"], src.defects["residual"], src.defects["mask"]
+        has_defect[rows] = _usable(d_mask, [src.names[int(r)] for r in rows], where, quiet)
+        defect_slot[rows] = torch.arange(len(rows))
     x_ref = model.decode(z_ref[None].to(device))
     return VAESources(model=model, mu=mu.to(device), logvar=logvar.to(device), source_class=source_class.to(device),
                       partner_ok=partner_ok.to(device), classes=names, background=bg, z_ref=z_ref.to(device), x_ref=x_ref,
                       reference=reference, path=root, center_residual=ref_source is None and reference.startswith("centroid"),
                       has_defect=has_defect.to(device), defect_slot=defect_slot.to(device), d_image=d_image.to(device),
                       d_residual=d_residual.to(device), d_mask=d_mask.to(device), names=list(src.names),
-                      defect_free_class=bg >= 0 and (background_class is not None or src.background_class is not None))
+                      defect_free_class=bg >= 0 and (background_class is not None or src.background_class is not None),
+                      any_defect=bool(has_defect.any()))
