@@ -72,3 +72,15 @@ augvae bench "$DATA" --out "$RUN/small-cnn-z3" --per-class 5,10 --steps 1320 --n
     --arms classic,classic+transplant,classic+blurmask "${COMMON[@]}" --min-steps 1200 --extract-mask-low 3 --extract-mask-high 5
 augvae bench --report-only --out "$RUN/small-cnn-z3" --report-to "$RESULTS/small-cnn-z3" --no-grids
 python benchmarks/pair_runs.py --variant "$RUN/small-cnn-z3" --grid "$RUN/small-cnn" --out "$RESULTS/small-cnn-z3/paired_with_grid.json"
+
+# 6. The library's default as it ships (z 3 to 5 and the empty-mask guard: a defect whose mask has no pixel above 0.5 is
+#    never drawn), k = 5, 10 and 20, at the grid's 1,320 steps: classic, classic+transplant and its blur-mask control.
+#    The classic cells are step 5's (no transplant: the same computation and settings), so they are copied, not rerun.
+#    About 75 minutes with 2 jobs.
+mkdir -p "$RUN/small-cnn-guard/cells"
+cp -n "$RUN/small-cnn-z3/bench.json" "$RUN/small-cnn-guard/" 2>/dev/null || true
+cp -n "$RUN"/small-cnn-z3/cells/small-cnn__classic__*.json "$RUN/small-cnn-guard/cells/" 2>/dev/null || true
+augvae bench "$DATA" --out "$RUN/small-cnn-guard" --per-class 5,10,20 --steps 1320 --no-convergence-check \
+    --arms classic,classic+transplant,classic+blurmask "${COMMON[@]}" --min-steps 1200 --extract-mask-low 3 --extract-mask-high 5
+augvae bench --report-only --out "$RUN/small-cnn-guard" --report-to "$RESULTS/small-cnn-guard" --no-grids
+python benchmarks/pair_runs.py --variant "$RUN/small-cnn-guard" --grid "$RUN/small-cnn" --out "$RESULTS/small-cnn-guard/paired_with_grid.json"

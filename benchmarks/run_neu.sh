@@ -67,3 +67,19 @@ augvae bench "$DATA" --out "$RUN/small-cnn-z3" --seeds "$SEEDS" --arms classic,c
     --cell "${CELLS%,}" "${COMMON[@]}" --extract-mask-low 3 --extract-mask-high 5
 augvae bench --report-only --out "$RUN/small-cnn-z3" --report-to "$RESULTS/small-cnn-z3" --no-grids
 python benchmarks/pair_runs.py --variant "$RUN/small-cnn-z3" --grid "$RUN/small-cnn" --out "$RESULTS/small-cnn-z3/paired_with_grid.json"
+
+# 6. The library's default as it ships (z 3 to 5 and the empty-mask guard: a defect whose mask has no pixel above 0.5 is
+#    never drawn): classic and classic+transplant at every k, each at the budget its convergence check confirmed (600 steps
+#    at k = 5 and 10, 1,200 at k = 20 and 40). The k = 5 and 10 classic cells are step 5's (copied). About 30 minutes.
+mkdir -p "$RUN/small-cnn-guard/cells"
+cp -n "$RUN/small-cnn-z3/bench.json" "$RUN/small-cnn-guard/" 2>/dev/null || true
+cp -n "$RUN"/small-cnn-z3/cells/small-cnn__classic__*.json "$RUN/small-cnn-guard/cells/" 2>/dev/null || true
+augvae bench "$DATA" --out "$RUN/small-cnn-guard" --seeds "$SEEDS" --arms classic,classic+transplant --no-convergence-check \
+    "${COMMON[@]}" --per-class 5,10 --extract-mask-low 3 --extract-mask-high 5
+augvae bench --report-only --out "$RUN/small-cnn-guard" --report-to "$RESULTS/small-cnn-guard" --no-grids
+python benchmarks/pair_runs.py --variant "$RUN/small-cnn-guard" --grid "$RUN/small-cnn" --out "$RESULTS/small-cnn-guard/paired_with_grid.json"
+augvae bench "$DATA" --out "$RUN/small-cnn-1200-guard" --seeds "$SEEDS" --arms classic,classic+transplant --no-convergence-check \
+    "${COMMON[@]}" --per-class 20,40 --steps 1200 --extract-mask-low 3 --extract-mask-high 5
+augvae bench --report-only --out "$RUN/small-cnn-1200-guard" --report-to "$RESULTS/small-cnn-1200-guard" --no-grids
+python benchmarks/pair_runs.py --variant "$RUN/small-cnn-1200-guard" --grid "$RUN/small-cnn-1200" \
+    --out "$RESULTS/small-cnn-1200-guard/paired_with_grid.json"
