@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,8 +43,25 @@ log = logging.getLogger("augvae")
 _WORKER: dict[str, Any] = {}
 
 
+def _exit_with(parent: int, interval: float = 1.0) -> None:
+    """Watch, in a daemon thread, for the bench process to go (killed, or stopped with Ctrl-C) and end this worker then.
+
+    Without it a worker whose parent was killed finishes its cell and the next queued one, writing
+    results for a run its user stopped and holding a core for minutes. A cell it leaves unfinished
+    is not written (cells are written whole) and is run again on resume.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="augvae-parent-watch", daemon=True).start()
+
+
 def _init_worker(data_dir: str, cfg: BenchConfig, split_file: str | None, group_file: str | None, out: str, cache: str, threads: int,
-                 steps: int, grids: bool) -> None:
+                 steps: int, grids: bool, parent: int) -> None:
+    _exit_with(parent)
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING, format="augvae: %(message)s")
     _WORKER.update(bd=prepare_data(data_dir, cfg, split_file, group_file), cfg=cfg, out=Path(out), cache=Path(cache), steps=steps,
@@ -103,7 +121,8 @@ def _schedule(bd: BenchData, todo: list[Cell], cfg: BenchConfig, out: Path, cach
     from concurrent.futures.process import BrokenProcessPool
 
     pool = cf.ProcessPoolExecutor(cfg.jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                  initargs=(data_dir, cfg, split_file, group_file, str(out), str(cache), threads, steps, grids))
+                                  initargs=(data_dir, cfg, split_file, group_file, str(out), str(cache), threads, steps, grids,
+                                            os.getpid()))
     try:
         futures = [pool.submit(_run_in_worker, c) for c in todo]
         for i, fut in enumerate(cf.as_completed(futures), 1):
