@@ -230,7 +230,12 @@ class ExtractConfig:
     (pixel by pixel: structure the VAE always misses, such as busbars, is not taken for a defect),
     mapped linearly from 0 at ``mask_low`` to 1 at ``mask_high``, grown by ``dilate`` pixels and
     feathered by ``feather``. Without defect-free images the z-score is taken against the image's own
-    median and spread.
+    median and spread. A defect whose mask has no pixel above 0.5 is never transplanted (see
+    :func:`augvae.overlay.extract.usable_defects`).
+
+    The thresholds were z 1.5 to 3 until the ELPV benchmark measured z 3 to 5 better (+2.5 and +1.7
+    points at k = 5 and 10, 5 of 5 seeds each; ``benchmarks/results/elpv/README.md``): at 1.5 to 3
+    the VAE's mask flags 9% of every defect-free cell, so most of a transplant was ordinary texture.
 
     Example:
         >>> ExtractConfig().polarity

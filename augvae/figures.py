@@ -93,9 +93,13 @@ def plot_defects(defects: dict[str, Tensor], names: Sequence[str], classes: Sequ
     """One row per defect source: the image, its projection onto the defect-free surface, the residual, the mask.
 
     A person checks at a glance whether the VAE found the defect: the projection should look like the
-    same surface without it, and the mask should cover the defect and little else.
+    same surface without it, and the mask should cover the defect and little else. A mask with no
+    pixel above 0.5 is marked: that defect is never transplanted.
     """
+    from augvae.overlay.extract import usable_defects
+
     n = min(max_rows, defects["image"].shape[0])
+    usable = usable_defects(defects["mask"][:n]).tolist()
     cols = [("image", defects["image"][:n]), ("projection", defects["projection"][:n]),
             ("residual (grey = 0)", (defects["residual"][:n] * 2 + 0.5).clamp(0, 1)), ("mask", defects["mask"][:n])]
     fig = _figure(figsize=(7.2, 1.8 * n + 0.4))
@@ -110,6 +114,8 @@ def plot_defects(defects: dict[str, Tensor], names: Sequence[str], classes: Sequ
                 ax.set_title(title, fontsize=8)
             if c == 0:
                 ax.set_ylabel(f"{names[r]}\n({classes[r]})", fontsize=7)
+            if c == 3 and not usable[r]:
+                ax.set_xlabel("empty: not transplanted", fontsize=7, color="tab:red")
     fig.tight_layout()
     _save_fig(fig, path)
 
