@@ -44,7 +44,8 @@ def _fmt(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.3f}"
 
 
-def quick_comparison(out_dir: str | os.PathLike[str], seeds: int = 3, progress: bool = True, quick: bool = False) -> str:
+def quick_comparison(out_dir: str | os.PathLike[str], seeds: int = 3, progress: bool = True, quick: bool = False,
+                     config: BenchConfig | None = None) -> str:
     """Run the quick comparison in ``out_dir`` and return its table as markdown.
 
     Writes the synthetic images to ``out_dir/data`` and the benchmark's files (cells, report.md,
@@ -55,6 +56,8 @@ def quick_comparison(out_dir: str | os.PathLike[str], seeds: int = 3, progress: 
         seeds: Seeds per arm (3 gives a rough confidence interval; 1 gives none).
         progress: Log a line per cell.
         quick: Tiny sizes that finish in seconds (for smoke tests), not a meaningful comparison.
+        config: The benchmark settings instead of :data:`QUICK_CONFIG` (``benchmarks/demo_thresholds.py``
+            varies one of them).
 
     Returns:
         A markdown table: arm, accuracy mean ± 95% CI, the paired difference to ``original`` with
@@ -62,7 +65,7 @@ def quick_comparison(out_dir: str | os.PathLike[str], seeds: int = 3, progress: 
     """
 
     out = Path(out_dir)
-    cfg = QUICK_CONFIG.replace(seeds=seeds, **(_SMOKE if quick else {}))
+    cfg = (config or QUICK_CONFIG).replace(seeds=seeds, **(_SMOKE if quick else {}))
     defects, clean = (_SMOKE_DEFECTS, _SMOKE_CLEAN) if quick else (_DEFECTS_PER_CLASS, _CLEAN)
     data = out / "data"
     images = data / "images"
