@@ -50,7 +50,7 @@ from augvae.data.images import ImageSet
 from augvae.errors import ConfigError, DataError, ModelFolderError, OutputError
 from augvae.figures import plot_history
 from augvae.model import ConvVAE, check_images
-from augvae.overlay.extract import extract_defects, usable_defects, vae_projector
+from augvae.overlay.extract import EMPTY_MASK_FIX, extract_defects, usable_defects, vae_projector
 
 __all__ = ["train", "check_model_output", "TrainResult", "OverlayBatchSampler", "resolve_device", "active_units", "epoch_lr"]
 
@@ -408,8 +408,7 @@ def train(
             result.defects = extract_defects(images[defect_idx], vae_projector(model), extract, reference=ref, masks=masks)
             empty = int((~usable_defects(result.defects["mask"])).sum())
             if empty:
-                fix = ("check those masks" if masks is not None else
-                       "lower --mask-low / --mask-high (e.g. 1.5 and 3) or pass pixel masks (--masks)")
+                fix = "check those masks" if masks is not None else EMPTY_MASK_FIX
                 log.warning("%d of %d defect images have an empty mask (no pixel above 0.5), so they will not be transplanted; %s",
                             empty, defect_idx.numel(), fix)
         finished = bool(history) and history[-1]["epoch"] == train_config.epochs

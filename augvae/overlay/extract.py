@@ -35,9 +35,13 @@ from augvae._imageops import blur, dilate, resize
 from augvae.config import ExtractConfig
 from augvae.errors import InputError
 
-__all__ = ["extract_defects", "estimate_masks", "usable_defects", "vae_projector", "blur_projector"]
+__all__ = ["EMPTY_MASK_FIX", "extract_defects", "estimate_masks", "usable_defects", "vae_projector", "blur_projector"]
 
 Projector = Callable[[Tensor], Tensor]
+
+#: What a user does about defects whose mask is empty (every message about them ends with it).
+EMPTY_MASK_FIX = "lower the mask's thresholds (augvae train --mask-low 1.5 --mask-high 3) or pass pixel masks (--masks)"
+
 
 def usable_defects(mask: Tensor) -> Tensor:
     """``(M,)`` bool: which of ``(M, 1, S, S)`` soft masks are not empty (some pixel above 0.5).

@@ -50,6 +50,7 @@ from augvae.config import check_choice
 from augvae.errors import ConfigError
 from augvae.overlay._names import BACKGROUND_NAMES, BLEND_CHOICES, BLENDS, FORMULATIONS, POLICIES
 from augvae.overlay.combine import check_formulation
+from augvae.overlay.extract import EMPTY_MASK_FIX
 from augvae.overlay.sources import VAESources, as_classes
 
 __all__ = [
@@ -222,7 +223,7 @@ class OverlayOptions:
         if src.d_image.shape[0] > 0 and not src.has_defects and formulation in ("auto", "transplant"):
             raise ConfigError(
                 f"every defect stored in {src.path or 'the sources'} has an empty mask, so a transplant would change nothing; "
-                "retrain with a lower mask threshold (augvae train --mask-low 1.5 --mask-high 3) or pass pixel masks (--masks)"
+                f"retrain: {EMPTY_MASK_FIX}"
             )
         if formulation == "auto":
             formulation = "transplant" if src.has_defects else "residual"

@@ -32,7 +32,7 @@ from augvae.checkpoint import CONFIG_FILE, DEFECTS_FILE, LATENTS_FILE, WEIGHTS_F
 from augvae.errors import ConfigError, ModelFolderError
 from augvae.model import load_model
 from augvae.overlay._names import BACKGROUND_NAMES
-from augvae.overlay.extract import usable_defects
+from augvae.overlay.extract import EMPTY_MASK_FIX, usable_defects
 
 __all__ = ["as_classes", "VAESources", "SourceList", "check_model_folder", "clear_cache", "load_sources", "model_sources", "sources_from_latents",
            "sources_from_defects"]
@@ -320,8 +320,8 @@ def _usable(mask: Tensor, names: Sequence[str], where: Any, quiet: bool = False)
     empty = [n for n, u in zip(names, usable.tolist()) if not u]
     if empty and not quiet:
         shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
-        log.info("%s: %d of %d defects have an empty mask (no pixel above 0.5: %s) and are not transplanted; lower the mask's threshold "
-                 "(augvae train --mask-low) or pass pixel masks (--masks)", where, len(empty), len(names), shown)
+        log.info("%s: %d of %d defects have an empty mask (no pixel above 0.5: %s) and are not transplanted; %s",
+                 where, len(empty), len(names), shown, EMPTY_MASK_FIX)
     return usable
 
 
