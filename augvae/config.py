@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from augvae.errors import ConfigError
-from augvae.overlay._names import BLEND_CHOICES, FORMULATIONS, POLARITIES
+from augvae.overlay._names import BLEND_CHOICES, FORMULATIONS, MATCHES, POLARITIES
 
 __all__ = [
     "ModelConfig",
@@ -249,10 +249,14 @@ class ExtractConfig:
     dilate: int = _h("grow the mask by this many pixels", default=1)
     feather: float = _h("soften the mask's edge by a Gaussian of this many pixels", default=0.8)
     reference_images: int = _h("defect-free images whose residuals set the per-pixel statistics", default=400)
+    match: str = _h("match the projection to its image before the residual is taken: none, or offset (add the median of "
+                    "image - projection, per channel: a VAE's projection can miss a surface's brightness, and a faint defect "
+                    "then drowns in the offset)", default="none")
 
     def __post_init__(self) -> None:
         _check_types(self)
         check_choice(self.polarity, POLARITIES, "polarity")
+        check_choice(self.match, MATCHES, "match")
         for name in ("mask_sigma", "feather"):
             if not (math.isfinite(getattr(self, name)) and 0 <= getattr(self, name) <= 16):
                 raise ConfigError(f"{name} must be a number from 0 to 16 (pixels), got {getattr(self, name)}")

@@ -11,6 +11,9 @@ per-pixel statistics of 400 defect-free pool cells):
 - **whether the masks find the defects**: the masked area of a cell as its anomaly score, and the AUROC of that
   score between the 150 defective and 150 defect-free test cells (0.5: the mask does not tell them apart).
 
+Each projector is measured as it is and matched to its image by a brightness offset (``+offset``,
+``ExtractConfig(match="offset")``; the mean absolute residual of a defect-free cell says how well each reproduces one).
+
     python benchmarks/elpv_masks.py --data ../shared/datasets/elpv --vae /work/runs/elpv/cache/surface-vae/4fcd3d6ff514 \\
         --out benchmarks/results/elpv/masks.json
 
@@ -40,7 +43,14 @@ from augvae.bench.split import prepare_data  # noqa: E402
 from augvae.config import ExtractConfig, config_to_dict  # noqa: E402
 from augvae.errors import AugvaeError, DataError  # noqa: E402
 from augvae.model import ConvVAE  # noqa: E402
-from augvae.overlay.extract import blur_projector, estimate_masks, extract_defects, usable_defects, vae_projector  # noqa: E402
+from augvae.overlay.extract import (  # noqa: E402
+    blur_projector,
+    estimate_masks,
+    extract_defects,
+    matched_projector,
+    usable_defects,
+    vae_projector,
+)
 
 
 def _summary(v: np.ndarray) -> dict[str, float]:
@@ -74,6 +84,8 @@ def main() -> None:
     reference = x[ref_rows][: extract.reference_images]
     model = ConvVAE.load(a.vae).eval()
     projectors = {"vae": vae_projector(model), "blur": blur_projector(a.blur_sigma)}
+    # Each also matched to its image by a brightness offset (ExtractConfig.match = "offset"): "vae+offset", "blur+offset".
+    projectors.update({f"{name}+offset": matched_projector(project) for name, project in list(projectors.items())})
 
     pool_defects = pool[y[pool] != ok]
     defective = (y[test] != ok).numpy()
@@ -94,6 +106,7 @@ def main() -> None:
             masks[name] = m_pool
             area_test = m_test.mean((1, 2, 3)).numpy()
             row[name] = {
+                "mean_abs_residual_defect_free_test": float(residuals[name]["test"][~torch.as_tensor(defective)].abs().mean()),
                 "mask_area_defective_pool": _summary(m_pool.mean((1, 2, 3)).numpy()),
                 "mask_area_defect_free_test": _summary(area_test[~defective]),
                 "mask_area_defective_test": _summary(area_test[defective]),
@@ -101,10 +114,11 @@ def main() -> None:
                 # defects the transplant never draws (augvae.overlay.extract.usable_defects: no pixel above 0.5)
                 "empty_share_defective_pool": float((~usable_defects(m_pool)).float().mean()),
             }
-        a_, b_ = masks["vae"] > 0.5, masks["blur"] > 0.5
-        inter, union = (a_ & b_).sum((1, 2, 3)).float(), (a_ | b_).sum((1, 2, 3)).float()
-        row["iou_vae_vs_blur_defective_pool"] = _summary(torch.where(union > 0, inter / union.clamp_min(1),
-                                                                     torch.ones_like(union)).numpy())
+        for first in ("vae", "vae+offset"):
+            a_, b_ = masks[first] > 0.5, masks["blur"] > 0.5
+            inter, union = (a_ & b_).sum((1, 2, 3)).float(), (a_ | b_).sum((1, 2, 3)).float()
+            row[f"iou_{first}_vs_blur_defective_pool"] = _summary(torch.where(union > 0, inter / union.clamp_min(1),
+                                                                               torch.ones_like(union)).numpy())
         result.append(row)
     write_json(a.out, {
         "what": "VAE projection vs blur (the blurmask control) as the transplant's mask on ELPV, benchmark extraction settings",

@@ -65,6 +65,9 @@ OVERLAY_BASES: tuple[str, ...] = ("decoded", "real", "library")
 GRID_FIELDS: tuple[str, ...] = ("arms", "classifiers", "per_class", "seeds", "first_seed")
 #: Fields that say HOW cells are run (parallelism, hardware, follow-up runs): they do not change a cell's meaning.
 RUN_FIELDS: tuple[str, ...] = ("jobs", "threads", "device", "convergence_check")
+#: Settings added after cells were committed, with the value that computes what those cells computed: left out of
+#: the fingerprint at that value, so earlier run folders still resume (``(section, field)``, ``""`` for the top level).
+ADDED_LATER: dict[tuple[str, str], Any] = {("extract", "match"): "none"}
 
 
 def _default_vae() -> ModelConfig:
@@ -228,6 +231,10 @@ class BenchConfig:
     def cell_settings(self) -> dict[str, Any]:
         """The fields a cell's result depends on (all but the grid and run fields)."""
         d = config_to_dict(self)
+        for (section, name), value in ADDED_LATER.items():
+            part = d[section] if section else d
+            if part.get(name) == value:
+                del part[name]
         return {k: v for k, v in d.items() if k not in GRID_FIELDS and k not in RUN_FIELDS}
 
     def fingerprint(self) -> str:

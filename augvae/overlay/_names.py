@@ -12,5 +12,7 @@ BLEND_CHOICES = (*BLENDS, "random")
 POLICIES = ("same-class", "onto-background", "soft")
 #: How a defect's mask is estimated from its residual: dark (darker than expected), bright, or both.
 POLARITIES = ("dark", "bright", "both")
+#: How a projection is matched to its image before the residual is taken: not at all, or by a brightness offset.
+MATCHES = ("none", "offset")
 #: Class names taken as defect-free when no ``background_class`` is named (compared case-insensitively).
 BACKGROUND_NAMES = ("clean", "ok", "good", "normal", "background", "defect-free", "defect_free", "no-defect", "none")

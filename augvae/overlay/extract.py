@@ -35,7 +35,8 @@ from augvae._imageops import blur, dilate, resize
 from augvae.config import ExtractConfig
 from augvae.errors import InputError
 
-__all__ = ["EMPTY_MASK_FIX", "extract_defects", "estimate_masks", "usable_defects", "vae_projector", "blur_projector"]
+__all__ = ["EMPTY_MASK_FIX", "extract_defects", "estimate_masks", "usable_defects", "vae_projector", "blur_projector",
+           "matched_projector"]
 
 Projector = Callable[[Tensor], Tensor]
 
@@ -76,6 +77,30 @@ def vae_projector(model: Any, batch_size: int = 256) -> Projector:
 def blur_projector(sigma: float = 2.0) -> Projector:
     """``x -> blur(x)``: a projection that knows nothing of defect-free surfaces (the benchmark's control)."""
     return lambda x: blur(x, sigma)
+
+
+def matched_projector(project: Projector, match: str = "offset") -> Projector:
+    """``project`` followed by a match to the image: ``offset`` adds the per-channel median of ``x - project(x)``.
+
+    A VAE trained on many surfaces decodes each at roughly, not exactly, its brightness, so its
+    residual carries the difference as a uniform offset: a faint defect drowns in it and the mask
+    of a defect-free image flags its whole area. The median ignores the defect (a minority of the
+    pixels). A blur already keeps every image's brightness, so the match leaves it (almost) unchanged.
+
+    Example:
+        >>> x = torch.full((1, 1, 8, 8), 0.6); x[..., :2, :2] = 0.1      # a dark corner on a 0.6 surface
+        >>> project = matched_projector(lambda t: torch.full_like(t, 0.4))  # a projection that is too dark
+        >>> round(float(project(x)[0, 0, 5, 5]), 3)
+        0.6
+    """
+    if match == "none":
+        return project
+
+    def matched(x: Tensor) -> Tensor:
+        p = project(x)
+        return p + (x - p).flatten(2).median(2).values[..., None, None]  # (M, C, 1, 1): each image's own offset
+
+    return matched
 
 
 def _signed(residual: Tensor, polarity: str) -> Tensor:
@@ -132,6 +157,7 @@ def extract_defects(images: Tensor, project: Projector, cfg: ExtractConfig | Non
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[0] == 0:
         raise InputError(f"defect images must be a non-empty (M, C, S, S) tensor, got {tuple(getattr(images, 'shape', ()))}")
     images = images.float()
+    project = matched_projector(project, cfg.match)
     projection = project(images).clamp(0.0, 1.0)
     residual = images - projection
     if masks is not None:
