@@ -432,6 +432,20 @@ def test_parallel_jobs_give_the_same_cells(bench_data: Path, tmp_path: Path) -> 
     assert one == two and len(one) == 3
 
 
+def test_cells_that_share_a_model_wait_behind_cells_that_need_none(bench_data: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first cell to need a shared VAE trains it; the others that need it queue behind the cells that need none."""
+    from augvae.bench import runner
+
+    seen: list[str] = []
+    monkeypatch.setattr(runner, "run_cell", lambda bd, cell, *a, **kw: seen.append(cell.id) or {"id": cell.id})
+    cfg = BenchConfig(arms=("vae", "original", "classic+transplant"), **{**TINY, "per_class": (2,), "seeds": 2})
+    runner.run_bench(bench_data, tmp_path / "out", cfg, progress=False, report=False)
+    # no defect-free class: the transplant arm extracts with the vae arm's VAE of its (k, seed)
+    assert seen == ["small-cnn__vae__k2__s0", "small-cnn__original__k2__s0", "small-cnn__vae__k2__s1",
+                    "small-cnn__original__k2__s1", "small-cnn__classic+transplant__k2__s0", "small-cnn__classic+transplant__k2__s1"]
+
+
 def test_classifiers_build_and_refuse_pickles(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 

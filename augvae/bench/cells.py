@@ -32,7 +32,7 @@ from augvae.training import resolve_device
 
 log = logging.getLogger("augvae")
 
-__all__ = ["Cell", "grid", "select_cells", "auto_steps", "reference_classifier", "run_cell"]
+__all__ = ["Cell", "grid", "select_cells", "shared_model", "run_order", "auto_steps", "reference_classifier", "run_cell"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,51 @@ def grid(cfg: BenchConfig) -> list[Cell]:
         ['small-cnn__original__k5__s0', 'small-cnn__vae__k5__s0']
     """
     return [Cell(clf, arm, k, s) for k in cfg.per_class for s in cfg.seed_list() for clf in cfg.classifiers for arm in cfg.arms]
+
+
+def shared_model(cell: Cell, cfg: BenchConfig) -> str | None:
+    """The trained model a cell shares with other cells (cached, trained by the first that needs it), or None.
+
+    The transplant arm's VAE of the defect-free surfaces is one for the whole grid; without a
+    defect-free class, and for the ``vae`` arms, one VAE per (k, seed); ``vae-prior``'s per-class VAEs
+    per (k, seed). The controls (``blurmask``, ``cutpaste``) and the baselines train none.
+    """
+    kind = ARM_SPECS[cell.arm].generated
+    if kind == "transplant":
+        return "surface-vae" if cfg.background_class else f"vae-k{cell.k}-s{cell.seed}"
+    if kind == "overlay":
+        return f"vae-k{cell.k}-s{cell.seed}"
+    if kind == "prior":
+        return f"prior-k{cell.k}-s{cell.seed}"
+    return None
+
+
+def run_order(cells: Sequence[Cell], cfg: BenchConfig) -> list[Cell]:
+    """``cells`` in the order parallel workers take them: the first cell to need each shared model, and every cell that
+    needs none, in grid order; then the other cells that share a model.
+
+    A shared model is trained once under a lock, so a worker whose cell needs a model that another
+    worker is training waits, idle (ELPV's surface VAE: 18 minutes of one core). In this order the other
+    workers run cells that need no model meanwhile. Every cell's result is the same in any order.
+
+    Example:
+        >>> cfg = BenchConfig(arms=("classic", "classic+transplant"), per_class=(5,), seeds=2, background_class="ok")
+        >>> [f"{c.arm} s{c.seed}" for c in run_order(grid(cfg), cfg)]
+        ['classic s0', 'classic+transplant s0', 'classic s1', 'classic+transplant s1']
+        >>> [f"{c.arm} s{c.seed}" for c in run_order(grid(cfg.replace(arms=("classic+transplant", "classic"))), cfg)]
+        ['classic+transplant s0', 'classic s0', 'classic s1', 'classic+transplant s1']
+    """
+    claimed: set[str] = set()
+    first, later = [], []
+    for cell in cells:
+        key = shared_model(cell, cfg)
+        if key is not None and key in claimed:
+            later.append(cell)
+            continue
+        if key is not None:
+            claimed.add(key)
+        first.append(cell)
+    return first + later
 
 
 def select_cells(cells: Sequence[Cell], selector: str | None) -> list[Cell]:

@@ -28,7 +28,7 @@ import torch
 
 from augvae._io import check_output_folder, output_lock, try_lock, write_csv, write_json
 from augvae.bench.arms import ARM_SPECS
-from augvae.bench.cells import Cell, auto_steps, grid, run_cell, select_cells
+from augvae.bench.cells import Cell, auto_steps, grid, run_cell, run_order, select_cells
 from augvae.bench.config import BASELINE_ARMS, CONTROL_ARMS, BenchConfig
 from augvae.bench.results import BENCH_FILE, CELLS_DIR, CONVERGENCE_DIR, finished_ids, load_cells, versions
 from augvae.bench.split import BenchData, prepare_data
@@ -93,6 +93,7 @@ def _schedule(bd: BenchData, todo: list[Cell], cfg: BenchConfig, out: Path, cach
     """Run ``todo`` (one process, or ``cfg.jobs`` worker processes); return the ids of the cells this call ran."""
     ran: list[str] = []
     t0 = time.perf_counter()
+    todo = run_order(todo, cfg)
 
     def done(i: int, cid: str, rec: dict[str, Any] | None) -> None:
         if rec is None:
