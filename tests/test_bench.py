@@ -585,6 +585,44 @@ def test_defect_free_setting_trains_every_arm_on_the_same_images(tmp_path: Path)
     assert "defect-free class 'clean' (8 pool images per cell)" in report
 
 
+def test_healed_images_are_the_defect_image_with_the_projection_under_the_mask(tmp_path: Path) -> None:
+    from augvae.bench.arms import _healer
+    from augvae.bench.results import load_cells
+    from augvae.bench.runner import run_bench
+
+    image, projection = torch.rand(3, 1, 8, 8), torch.rand(3, 1, 8, 8)
+    mask = torch.zeros(3, 1, 8, 8)
+    mask[:, :, 2:5, 2:5] = 1.0
+    heal = _healer({"image": image, "projection": projection, "mask": mask}, torch.tensor([True, False, True]))
+    out = heal(64, torch.Generator().manual_seed(0))
+    outside = ~mask[0].bool()
+    # which usable source each healed image is: outside the mask it is that source's image, exactly
+    rows = torch.stack([((o - image[[0, 2]]).abs() * outside).flatten(1).sum(1).argmin() for o in out])
+    assert torch.equal(out * outside, image[[0, 2]][rows] * outside)
+    assert torch.equal(out * ~outside, projection[[0, 2]][rows] * ~outside)  # inside: the projection
+    assert set(rows.tolist()) == {0, 1}  # both usable sources, never the one whose mask is empty
+
+    write_dataset = __import__("augvae.data.synthetic", fromlist=["write_dataset"]).write_dataset
+    write_dataset(tmp_path / "d", n_per_class=4, size=32, seed=5, classes=("crack",), masks=False)
+    write_dataset(tmp_path / "c", n_per_class=12, size=32, seed=5, classes=("clean",), masks=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    for part in ("d", "c"):
+        for sub in (tmp_path / part / "images").iterdir():
+            sub.rename(data / sub.name)
+    cfg = BenchConfig(arms=("blurmask", "cutpaste"), **{**TINY, "per_class": (2,), "seeds": 1, "background_class": "clean",
+                                                        "steps": 12, "heal_p": 0.5, "extract": {"mask_low": 1.5, "mask_high": 3.0}})
+    run_bench(data, tmp_path / "out", cfg, progress=False)
+    fits = {c["arm"]: c["fit"] for c in load_cells(tmp_path / "out")}
+    assert fits["blurmask"]["healed"] > 0 and fits["cutpaste"]["healed"] == 0  # CutPaste has no projection to heal with
+    with pytest.raises(ConfigError, match="heal_p .* needs a defect-free class"):
+        BenchConfig(heal_p=0.2)
+    # settings added since cells were committed are left out of the fingerprint at the values that computed them
+    settings = BenchConfig().cell_settings()
+    assert "heal_p" not in settings and "match" not in settings["extract"]
+    assert BenchConfig(heal_p=0.1, background_class="ok").fingerprint() != BenchConfig(background_class="ok").fingerprint()
+
+
 def test_channels_last_for_timm_models_on_cpu_gives_the_same_predictions() -> None:
     from augvae.bench.classifiers import SmallCNN, create_classifier, predict, use_channels_last
 

@@ -178,6 +178,8 @@ class TrainingSet:
     info: dict[str, Any] = field(default_factory=dict)
     bank: Tensor | None = None  #: vae and vae-prior arms: the generated images the samples are drawn from
     bank_targets: Tensor | None = None  #: (M, K) their targets
+    heal: Callable[[int, torch.Generator], Tensor] | None = None  #: (m, generator) -> m healed defect images (defect-free)
+    heal_class: int = -1  #: the class healed images get (the defect-free class)
 
     def sample(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
         """``n`` generated images and targets, balanced over the classes that get them (for quality measures and grids)."""
@@ -234,7 +236,7 @@ def fit_classifier(
             it gives less than that probability of their class are replaced by real ones.
 
     Returns:
-        ``{"seconds", "final_loss", "loss_curve", "generated", "filtered", "balanced", "steps", "optimizer_steps"}``.
+        ``{"seconds", "final_loss", "loss_curve", "generated", "filtered", "healed", "balanced", "steps", "optimizer_steps"}``.
     """
     from tqdm.auto import tqdm
 
@@ -245,6 +247,7 @@ def fit_classifier(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     gen = torch.Generator().manual_seed(seed * 7919 + 17)
     gen_images = torch.Generator().manual_seed(seed * 7919 + 29)  # generated samples: their own stream
+    gen_heal = torch.Generator().manual_seed(seed * 7919 + 31)
     torch.manual_seed(seed * 7919 + 23)  # dropout and the mixing draws
     balanced = balanced_for(cfg, ts.labels, k)
     batches = _batches(ts.labels, cfg.batch_size, balanced, gen)
@@ -252,7 +255,7 @@ def fit_classifier(
     mixer = make_mixer(cfg.mix, cfg.mix_alpha, k) if spec.mix else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
     losses: list[float] = []
-    made = dropped = 0
+    made = dropped = healed = 0
     t0 = time.perf_counter()
     for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
         idx = next(batches)
@@ -274,6 +277,12 @@ def fit_classifier(
                 x, t = x.clone(), t.clone()
                 x[swap], t[swap] = gx, gt
                 made += int(swap.sum())
+        if ts.heal is not None and cfg.heal_p > 0:  # its own stream: the draws above stay those of heal_p = 0
+            cured = (y == ts.heal_class) & (torch.rand(len(idx), generator=gen_heal) < cfg.heal_p)
+            if bool(cured.any()):
+                x = x.clone()
+                x[cured] = ts.heal(int(cured.sum()), gen_heal)
+                healed += int(cured.sum())
         if classic is not None:
             x = _apply_classic(classic, x)
         if mixer is not None:
@@ -293,7 +302,7 @@ def fit_classifier(
     curve = [float(np.mean(losses[i : i + tenth])) for i in range(0, len(losses), tenth)]
     model.eval()
     return {"seconds": seconds, "final_loss": curve[-1], "loss_curve": curve, "generated": made, "filtered": dropped,
-            "balanced": balanced, "steps": steps, "optimizer_steps": len(losses)}
+            "healed": healed, "balanced": balanced, "steps": steps, "optimizer_steps": len(losses)}
 
 
 # ------------------------------------------------------------------------------------ VAEs
@@ -559,7 +568,21 @@ def _transplant_set(kind: str, train_set: ImageSet, cfg: BenchConfig, cache: Pat
     generate_for[src.source_class[src.has_defect]] = True  # a class whose every defect has an empty mask gets none
     if bg >= 0:
         generate_for[bg] = False
-    return TrainingSet(train_set.images, labels, len(classes), generate, generate_for, info)
+    ts = TrainingSet(train_set.images, labels, len(classes), generate, generate_for, info)
+    if cfg.heal_p > 0 and bg >= 0 and kind != "cutpaste":  # CutPaste's "projection" is the image itself: nothing to heal
+        ts.heal, ts.heal_class = _healer(defects, src.has_defect), bg
+    return ts
+
+
+def _healer(defects: dict[str, Tensor], usable: Tensor) -> Callable[[int, torch.Generator], Tensor]:
+    """``heal_p``: defect images with the defect under the mask replaced by the projection (the defect-free surface there)."""
+    m = defects["mask"][usable]
+    healed = defects["image"][usable] * (1 - m) + defects["projection"][usable] * m  # (M, C, S, S)
+
+    def heal(n: int, gen: torch.Generator) -> Tensor:
+        return healed[torch.randint(len(healed), (n,), generator=gen)]
+
+    return heal
 
 
 def build_training_set(arm: str, train_set: ImageSet, cfg: BenchConfig, cache: Path, data_key: str, k: int, seed: int) -> TrainingSet:

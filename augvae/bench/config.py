@@ -67,7 +67,7 @@ GRID_FIELDS: tuple[str, ...] = ("arms", "classifiers", "per_class", "seeds", "fi
 RUN_FIELDS: tuple[str, ...] = ("jobs", "threads", "device", "convergence_check")
 #: Settings added after cells were committed, with the value that computes what those cells computed: left out of
 #: the fingerprint at that value, so earlier run folders still resume (``(section, field)``, ``""`` for the top level).
-ADDED_LATER: dict[tuple[str, str], Any] = {("extract", "match"): "none"}
+ADDED_LATER: dict[tuple[str, str], Any] = {("extract", "match"): "none", ("", "heal_p"): 0.0}
 
 
 def _default_vae() -> ModelConfig:
@@ -126,6 +126,10 @@ class BenchConfig:
     blend: str = _h("transplant arms: " + ", ".join(BLEND_CHOICES), default="random")
     transplant_k: int = _h("transplant arms: defects put onto one image", default=1)
     translate: float = _h("transplant arms: largest shift of a defect, as a fraction of the image side", default=0.25)
+    heal_p: float = _h("transplant and blurmask arms, with background_class: probability that a defect-free sample is "
+                       "replaced by a defect image healed by its projection (its masked defect replaced by what the "
+                       "projection makes of the surface there), labelled defect-free: the same cell with and without its "
+                       "defect (0 = none)", default=0.0)
     filter_confidence: float = _h("drop generated samples the real-data classifier of the same cell gives less than this "
                                   "probability of their class (0 = keep all)", default=0.0)
     vae: ModelConfig = field(default_factory=_default_vae, metadata={"help": "the VAE's architecture"})
@@ -202,7 +206,7 @@ class BenchConfig:
         for name in ("weight_decay", "ratio", "overlay_scale"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
-        for name in ("gen_p", "translate"):
+        for name in ("gen_p", "translate", "heal_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be a number in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.filter_confidence < 1:
@@ -221,6 +225,9 @@ class BenchConfig:
             raise ConfigError(f"gen_p is 0, so the generated arms ({', '.join(generated)}) would add no image; pass --gen-p > 0")
         if self.ratio == 0 and any(a in ("vae", "classic+vae", "vae-prior") for a in self.arms):
             raise ConfigError("ratio is 0, so the vae arms would make no image; pass --ratio > 0 or drop the vae arms")
+        if self.heal_p and not self.background_class:
+            raise ConfigError("heal_p replaces defect-free samples by healed defect images, so it needs a defect-free class; pass "
+                              "--background-class too, or --heal-p 0")
         if self.background_images and not self.background_class:
             raise ConfigError("background_images caps the defect-free images of --background-class; pass --background-class too")
 

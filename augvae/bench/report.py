@@ -599,7 +599,11 @@ def _markdown(res: dict[str, Any], grid_files: list[Path]) -> str:
         f"{cfg.get('overlay_k')} sources; VAE latent {vae.get('latent_dim')}, {cfg.get('vae_steps')} steps); vae-prior: per-class "
         f"VAEs, {cfg.get('prior_steps')} steps each; transplant arms: {cfg.get('transplant_k')} real defect(s) per image, blend "
         f"{cfg.get('blend')}, shifts up to {cfg.get('translate')} of the side, mask polarity "
-        f"{(cfg.get('extract') or {}).get('polarity')}"
+        f"{(cfg.get('extract') or {}).get('polarity')}, mask z {(cfg.get('extract') or {}).get('mask_low')} to "
+        f"{(cfg.get('extract') or {}).get('mask_high')}, projection matched: {(cfg.get('extract') or {}).get('match', 'none')}"
+        + (f"; defect-free samples replaced by healed defect images with probability {cfg['heal_p']}" if cfg.get("heal_p") else "")
+        + (f"; generated samples kept only where the real-data classifier gives their class at least {cfg['filter_confidence']}"
+           if cfg.get("filter_confidence") else "")
         + (f"; defect-free class {cfg.get('background_class')!r} ({cfg.get('background_images') or 'all'} pool images per cell)"
            if cfg.get("background_class") else "") + "."
     )
