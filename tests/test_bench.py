@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from augvae.bench.config import ARMS, BenchConfig
+from augvae.bench.config import ARMS as ALL_ARMS
+from augvae.bench.config import BenchConfig
 from augvae.errors import AugvaeError, ConfigError, DataError
 
+#: Every arm that runs without a defect-free class (relabel gives defect-free images a defect's label).
+ARMS = tuple(a for a in ALL_ARMS if not a.endswith("relabel"))
 # A bench that finishes in seconds: 32 px, a few steps, 2 seeds, k in {2, 3}.
 TINY = {"per_class": (2, 3), "seeds": 2, "image_size": 32, "steps": 6, "batch_size": 8, "vae_steps": 8, "prior_steps": 4,
         "vae": {"latent_dim": 4, "hidden_dim": 16}, "test_fraction": 0.4, "threads": 1, "convergence_check": False}
@@ -56,7 +59,7 @@ def test_tiny_bench_writes_every_file(tiny_run: tuple[Path, BenchConfig, dict]) 
     assert {"accuracy_vs_k.png", "per_class_f1.png"} <= set(res["figures"])
     cell = json.loads((out / "cells" / "small-cnn__vae__k3__s1.json").read_text())
     m = cell["metrics"]
-    assert set(m) == {"accuracy", "macro_f1", "balanced_accuracy", "per_class_f1", "confusion"}
+    assert set(m) == {"accuracy", "macro_f1", "balanced_accuracy", "per_class_f1", "confusion", "auroc"} and 0 <= m["auroc"] <= 1
     assert np.asarray(m["confusion"]).shape == (4, 4) and np.asarray(m["confusion"]).sum() == cell["n_test"]
     assert cell["n_train_real"] == 12 and 0 < cell["n_generated"] <= cfg.steps * cfg.batch_size and cell["steps"] == cfg.steps
     q = cell["quality"]["overall"]
@@ -571,18 +574,37 @@ def test_defect_free_setting_trains_every_arm_on_the_same_images(tmp_path: Path)
     for part in ("d", "c"):
         for sub in (tmp_path / part / "images").iterdir():
             sub.rename(data / sub.name)
-    arms = ("original", "classic", "transplant", "classic+transplant", "blurmask", "cutpaste")
+    arms = ("original", "classic", "transplant", "classic+transplant", "blurmask", "cutpaste", "relabel")
     cfg = BenchConfig(arms=arms, **{**TINY, "per_class": (2,), "seeds": 1, "background_class": "clean", "background_images": 8})
     run_bench(data, tmp_path / "out", cfg, progress=False)
     cells = {c["arm"]: c for c in load_cells(tmp_path / "out")}
     paths = {a: sorted(c["train_paths"]) for a, c in cells.items()}
     assert all(p == paths["original"] for p in paths.values())  # the same real images in every arm
     assert sum(p.startswith("clean/") for p in paths["original"]) == 8 and len(paths["original"]) == 8 + 2 * 2
-    for arm in ("transplant", "blurmask", "cutpaste"):
+    for arm in ("transplant", "blurmask", "cutpaste", "relabel"):
         assert cells[arm]["n_generated"] > 0 and cells[arm]["fit"]["balanced"]
         assert cells[arm]["quality"]["per_class"]["clean"]["n_generated"] == 0  # only defect samples are generated
+    assert all(0 <= c["metrics"]["auroc"] <= 1 for c in cells.values())  # macro one-vs-rest over crack, pore, clean
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "defect-free class 'clean' (8 pool images per cell)" in report
+    assert "defect-free class 'clean' (8 pool images per cell)" in report and "### Test AUROC" in report
+
+
+def test_relabel_control_is_a_defect_free_image_with_the_defect_label(bench_data: Path) -> None:
+    from augvae.bench.arms import build_training_set
+    from augvae.data.images import load_folder
+
+    data = load_folder(bench_data, image_size=32)
+    bg = data.classes[0]
+    cfg = BenchConfig(arms=("relabel",), **{**TINY, "background_class": bg})
+    ts = build_training_set("relabel", data, cfg, Path("unused"), "key", 2, 0)
+    assert ts.generate is not None and ts.generate_for is not None and not bool(ts.generate_for[0]) and bool(ts.generate_for[1:].all())
+    wanted = torch.tensor([1, 2, 3, 1])
+    images, targets = ts.generate(wanted, torch.Generator().manual_seed(0))
+    assert torch.equal(targets.argmax(1), wanted)
+    clean = data.images[data.labels == 0]
+    assert all(any(torch.equal(im, c) for c in clean) for im in images)  # unchanged defect-free images, nothing put on them
+    with pytest.raises(ConfigError, match="classic\\+relabel gives defect-free images a defect's label"):
+        BenchConfig(arms=("classic+relabel",))
 
 
 def test_healed_images_are_the_defect_image_with_the_projection_under_the_mask(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ arm                        training data of the classifier
                            non-learned residual ``x - blur(x)`` and its mask (a control)
 ``cutpaste``               as ``transplant``, the defect replaced by a random rectangle of the defect
                            image, pasted (CutPaste; a control)
+``relabel``                as ``transplant``, with no defect: the defect-free image itself, given the
+                           defect's label (a control: what a transplant gains by its label alone)
 ``classic+...``            the same, each batch through the classic augmentation
 =========================  ========================================================================
 
@@ -79,7 +81,7 @@ class ArmSpec:
     """What an arm adds to the real images."""
 
     classic: bool = False  #: albumentations on every batch
-    generated: str | None = None  #: None, overlay, prior, transplant, blurmask or cutpaste
+    generated: str | None = None  #: None, overlay, prior, transplant, blurmask, cutpaste or relabel
     mix: bool = False  #: MixUp / CutMix on every batch
 
 
@@ -97,6 +99,8 @@ ARM_SPECS: dict[str, ArmSpec] = {
     "classic+blurmask": ArmSpec(classic=True, generated="blurmask"),
     "cutpaste": ArmSpec(generated="cutpaste"),
     "classic+cutpaste": ArmSpec(classic=True, generated="cutpaste"),
+    "relabel": ArmSpec(generated="relabel"),
+    "classic+relabel": ArmSpec(classic=True, generated="relabel"),
 }
 
 
@@ -585,6 +589,23 @@ def _healer(defects: dict[str, Tensor], usable: Tensor) -> Callable[[int, torch.
     return heal
 
 
+def _relabel_set(train_set: ImageSet, cfg: BenchConfig) -> TrainingSet:
+    """``relabel`` (a control): each replaced defect sample is a random defect-free training image, unchanged, with the
+    defect's label. A transplant puts a defect on such an image; what this arm gains without one is what the label alone
+    does (a shift of the classifier toward the defect classes), so a transplant's gain over it is the defect's."""
+    classes, labels = train_set.classes, train_set.labels
+    bg = classes.index(cfg.background_class)
+    clean_rows = (labels == bg).nonzero().flatten()
+
+    def generate(y: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        rows = clean_rows[torch.randint(len(clean_rows), (len(y),), generator=gen)]
+        return train_set.images[rows].clone(), _one_hot(y, len(classes))
+
+    generate_for = torch.ones(len(classes), dtype=torch.bool)
+    generate_for[bg] = False
+    return TrainingSet(train_set.images, labels, len(classes), generate, generate_for, {"kind": "relabel"})
+
+
 def build_training_set(arm: str, train_set: ImageSet, cfg: BenchConfig, cache: Path, data_key: str, k: int, seed: int) -> TrainingSet:
     """What the classifier of ``arm`` trains on for (k, seed)."""
     spec = ARM_SPECS[arm]
@@ -594,6 +615,8 @@ def build_training_set(arm: str, train_set: ImageSet, cfg: BenchConfig, cache: P
     t0 = time.perf_counter()
     if spec.generated in ("transplant", "blurmask", "cutpaste"):
         ts = _transplant_set(spec.generated, train_set, cfg, cache, data_key, k, seed)
+    elif spec.generated == "relabel":
+        ts = _relabel_set(train_set, cfg)
     else:
         n_gen = max(1, round(cfg.ratio * len(train_set)))
         if spec.generated == "overlay":

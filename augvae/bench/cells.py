@@ -237,7 +237,8 @@ def run_cell(bd: BenchData, cell: Cell, cfg: BenchConfig, out: Path, cache: Path
                              reference=ref if cfg.filter_confidence > 0 else None)
     test_images, test_labels = bd.data.images[bd.test], bd.data.labels[bd.test]
     logits, _ = predict(model, test_images)
-    record["metrics"] = classification_metrics(test_labels.tolist(), logits.argmax(1).tolist(), bd.classes)
+    record["metrics"] = classification_metrics(test_labels.tolist(), logits.argmax(1).tolist(), bd.classes,
+                                               scores=logits.float().softmax(1).numpy())
     if ts is not None and ts.generate is not None:
         generated, targets = ts.sample(max(64, min(512, len(train_set))), cell.seed)
         record["quality"] = generation_quality(ref, generated, targets, train_set.images, train_set.labels, test_images,

@@ -11,7 +11,7 @@ Example:
     >>> BenchConfig(arms=("orignal",))
     Traceback (most recent call last):
     ...
-    augvae.errors.ConfigError: unknown arm 'orignal'; expected one of: original, classic, vae, classic+vae, vae-prior, mixup, transplant, classic+transplant, blurmask, classic+blurmask, cutpaste, classic+cutpaste
+    augvae.errors.ConfigError: unknown arm 'orignal'; expected one of: original, classic, vae, classic+vae, vae-prior, mixup, transplant, classic+transplant, blurmask, classic+blurmask, cutpaste, classic+cutpaste, relabel, classic+relabel
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ __all__ = ["ARMS", "BASELINE_ARMS", "CONTROL_ARMS", "GRID_FIELDS", "LABEL_POLICI
 #: The arms, in the order tables and plots show them. Every arm trains the same classifier with the
 #: same optimizer, schedule and number of optimizer steps; they differ only in the data.
 ARMS: tuple[str, ...] = ("original", "classic", "vae", "classic+vae", "vae-prior", "mixup", "transplant", "classic+transplant",
-                         "blurmask", "classic+blurmask", "cutpaste", "classic+cutpaste")
+                         "blurmask", "classic+blurmask", "cutpaste", "classic+cutpaste", "relabel", "classic+relabel")
 #: The baselines a generated arm must beat (the better of them at each k).
 BASELINE_ARMS: tuple[str, ...] = ("original", "classic")
-#: Controls that isolate what the VAE contributes to a transplant: a non-learned mask, and CutPaste.
-CONTROL_ARMS: tuple[str, ...] = ("blurmask", "classic+blurmask", "cutpaste", "classic+cutpaste")
+#: Controls that isolate what the VAE contributes to a transplant: a non-learned mask, CutPaste, and no defect at all
+#: (``relabel``: a defect-free image given a defect's label: what a transplant gains by the label alone).
+CONTROL_ARMS: tuple[str, ...] = ("blurmask", "classic+blurmask", "cutpaste", "classic+cutpaste", "relabel", "classic+relabel")
 
 #: How decoded overlay images are labelled: ``same-class`` combines sources of one class and gives it
 #: that class; ``soft`` combines sources of any classes and gives each source's class an equal share.
@@ -225,6 +226,10 @@ class BenchConfig:
             raise ConfigError(f"gen_p is 0, so the generated arms ({', '.join(generated)}) would add no image; pass --gen-p > 0")
         if self.ratio == 0 and any(a in ("vae", "classic+vae", "vae-prior") for a in self.arms):
             raise ConfigError("ratio is 0, so the vae arms would make no image; pass --ratio > 0 or drop the vae arms")
+        relabel = [a for a in self.arms if a.endswith("relabel")]
+        if relabel and not self.background_class:
+            raise ConfigError(f"{relabel[0]} gives defect-free images a defect's label, so it needs a defect-free class; pass "
+                              "--background-class or drop the arm")
         if self.heal_p and not self.background_class:
             raise ConfigError("heal_p replaces defect-free samples by healed defect images, so it needs a defect-free class; pass "
                               "--background-class too, or --heal-p 0")

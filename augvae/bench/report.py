@@ -63,6 +63,9 @@ def summarize_cells(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
         row: dict[str, Any] = {"classifier": clf, "arm": arm, "k": k, "seeds": seeds}
         for m in METRICS:
             row[m] = summarize([by[(clf, arm, k)][s]["metrics"][m] for s in seeds])
+        aurocs = [by[(clf, arm, k)][s]["metrics"].get("auroc") for s in seeds]
+        if all(v is not None for v in aurocs):  # cells from before the AUROC was recorded have none
+            row["auroc"] = summarize(aurocs)
         row["train_seconds"] = float(np.mean([by[(clf, arm, k)][s]["train_seconds"] for s in seeds]))
         classes = list(by[(clf, arm, k)][seeds[0]]["metrics"]["per_class_f1"])
         row["per_class_f1"] = {name: float(np.mean([by[(clf, arm, k)][s]["metrics"]["per_class_f1"][name] for s in seeds])) for name in classes}
@@ -220,12 +223,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def accuracy_table(summary: Sequence[dict[str, Any]], classifier: str) -> str:
-    """Arms as rows, k as columns: mean accuracy ± 95% CI half width (n seeds)."""
-    rows = [r for r in summary if r["classifier"] == classifier]
+def accuracy_table(summary: Sequence[dict[str, Any]], classifier: str, metric: str = "accuracy") -> str:
+    """Arms as rows, k as columns: mean ``metric`` (accuracy, or auroc where the cells have it) ± 95% CI half width (n seeds)."""
+    rows = [r for r in summary if r["classifier"] == classifier and metric in r]
     ks = sorted({r["k"] for r in rows})
     arms = sorted({r["arm"] for r in rows}, key=_arm_order)
-    cell = {(r["arm"], r["k"]): r["accuracy"] for r in rows}
+    cell = {(r["arm"], r["k"]): r[metric] for r in rows}
     body = []
     for arm in arms:
         line = [arm]
@@ -542,8 +545,9 @@ def _headline_lines(res: dict[str, Any]) -> list[str]:
                                   for c in head["best_vs_baseline"]]), ""]
     if head.get("transplant_vs_control"):
         lines += ["### What the VAE contributes: the best transplant arm against the best control", "",
-                  "Controls: the same transplant with a mask and residual from a blur instead of the VAE (`blurmask`), and "
-                  "CutPaste (`cutpaste`: a random rectangle of a defect image pasted onto a defect-free one).", ""]
+                  "Controls: the same transplant with a mask and residual from a blur instead of the VAE (`blurmask`), "
+                  "CutPaste (`cutpaste`: a random rectangle of a defect image pasted onto a defect-free one), and "
+                  "no defect at all (`relabel`: the defect-free image itself with the defect's label).", ""]
         lines += [markdown_table(["classifier", "k", "transplant arm", "best control", "accuracy (Δ [95% CI], p)",
                                   "macro-F1 (Δ [95% CI], p)"],
                                  [[c["classifier"], c["k"], c["arm"], c["versus"], _delta(c, "accuracy"), _delta(c, "macro_f1")]
@@ -616,6 +620,11 @@ def _markdown(res: dict[str, Any], grid_files: list[Path]) -> str:
     lines += [setup, "", stats_note, ""]
     for clf in classifiers:
         lines += [f"## {clf}", "", "### Test accuracy", "", accuracy_table(res["summary"], clf), ""]
+        if any(r["classifier"] == clf and "auroc" in r for r in res["summary"]):
+            lines += ["### Test AUROC", "", "How well each classifier ranks the classes whatever its decision threshold (two "
+                      "classes: of the second class's probability; more: macro one-vs-rest): accuracy also moves when a "
+                      "classifier merely shifts toward a class, the AUROC does not.", "",
+                      accuracy_table(res["summary"], clf, "auroc"), ""]
         for ref in REFERENCES:
             if any(c["classifier"] == clf and c["versus"] == ref for c in res["comparisons"]):
                 lines += [f"### Paired difference in accuracy versus `{ref}`", "", comparison_table(res["comparisons"], clf, ref), ""]

@@ -127,16 +127,21 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return [float(v) for v in out]
 
 
-def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> dict[str, object]:
-    """Accuracy, macro-F1, balanced accuracy, per-class F1 and the confusion matrix (scikit-learn).
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str],
+                           scores: Any = None) -> dict[str, object]:
+    """Accuracy, macro-F1, balanced accuracy, per-class F1, the confusion matrix and, given scores, the AUROC (scikit-learn).
 
     The confusion matrix has one row per true class and one column per predicted class, in the
-    order of ``classes``; a class absent from both ``y_true`` and ``y_pred`` gets F1 0.
+    order of ``classes``; a class absent from both ``y_true`` and ``y_pred`` gets F1 0. ``scores``
+    (N, K) class probabilities give ``auroc``: how well the classifier ranks the classes whatever its
+    decision threshold (two classes: of the second class's score; more: macro one-vs-rest; NaN when
+    a class is missing from ``y_true``). Accuracy moves when a classifier merely shifts toward a
+    class; the AUROC does not.
 
     Example:
-        >>> m = classification_metrics([0, 0, 1, 1], [0, 1, 1, 1], ["a", "b"])
-        >>> m["accuracy"], round(m["macro_f1"], 4), m["balanced_accuracy"], m["confusion"]
-        (0.75, 0.7333, 0.75, [[1, 1], [0, 2]])
+        >>> m = classification_metrics([0, 0, 1, 1], [0, 1, 1, 1], ["a", "b"], scores=[[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8]])
+        >>> m["accuracy"], round(m["macro_f1"], 4), m["balanced_accuracy"], m["confusion"], m["auroc"]
+        (0.75, 0.7333, 0.75, [[1, 1], [0, 2]], 1.0)
     """
     from sklearn import metrics
 
@@ -148,7 +153,19 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a class missing from y_true: sklearn warns, the value is still defined
         balanced = float(metrics.balanced_accuracy_score(yt, yp))
+    out: dict[str, object] = {}
+    if scores is not None:
+        p = np.asarray(scores, dtype=np.float64)
+        if p.shape != (yt.size, len(classes)):
+            raise InputError(f"scores must be ({yt.size}, {len(classes)}) class probabilities, got {p.shape}")
+        if len(set(yt.tolist())) < len(classes):
+            out["auroc"] = float("nan")
+        elif len(classes) == 2:
+            out["auroc"] = float(metrics.roc_auc_score(yt, p[:, 1]))
+        else:
+            out["auroc"] = float(metrics.roc_auc_score(yt, p / p.sum(1, keepdims=True), multi_class="ovr", average="macro"))
     return {
+        **out,
         "accuracy": float(metrics.accuracy_score(yt, yp)),
         "macro_f1": float(metrics.f1_score(yt, yp, labels=labels, average="macro", zero_division=0)),
         "balanced_accuracy": balanced,
