@@ -35,7 +35,7 @@ from torch import Tensor
 
 from augvae._io import save_tensors, write_json
 from augvae._version import __version__
-from augvae.config import RECIPES, ModelConfig, TrainConfig, config_from_dict, config_to_dict
+from augvae.config import RECIPES, ExtractConfig, ModelConfig, TrainConfig, config_from_dict, config_to_dict
 from augvae.errors import AugvaeError, ModelFolderError
 
 __all__ = [
@@ -68,7 +68,7 @@ KNOWN_FILES = {
     CONFIG_FILE, WEIGHTS_FILE, LATENTS_FILE, DEFECTS_FILE, CHECKPOINT_FILE, "history.csv", "loss.png", "README.md",
     ".augvae.lock",
 }
-CONFIG_KEYS = ("format", "augvae_version", "model", "training", "data")
+CONFIG_KEYS = ("format", "augvae_version", "model", "training", "data", "extract")
 #: Keys of the ``data`` section, each validated by :func:`check_data`.
 DATA_KEYS = ("classes", "names", "labels", "recipe", "background", "background_class", "defect_sources")
 
@@ -187,8 +187,9 @@ def save_model(
     return root
 
 
-def write_config(root: Path, model_config: ModelConfig, train_config: TrainConfig | None, data: dict[str, Any] | None) -> None:
-    """Write ``config.json`` (atomically), its ``data`` section validated first."""
+def write_config(root: Path, model_config: ModelConfig, train_config: TrainConfig | None, data: dict[str, Any] | None,
+                 extract: ExtractConfig | None = None) -> None:
+    """Write ``config.json`` (atomically), its ``data`` section validated first; ``extract``: how the stored defects were extracted."""
     write_json(
         root / CONFIG_FILE,
         {
@@ -196,6 +197,7 @@ def write_config(root: Path, model_config: ModelConfig, train_config: TrainConfi
             "augvae_version": __version__,
             "model": config_to_dict(model_config),
             "training": config_to_dict(train_config) if train_config is not None else None,
+            **({"extract": config_to_dict(extract)} if extract is not None else {}),
             "data": check_data(data or {}, str(root / CONFIG_FILE)),
         },
     )
@@ -231,6 +233,8 @@ def read_config(path: str | os.PathLike[str]) -> tuple[ModelConfig, TrainConfig 
         model_config = config_from_dict(ModelConfig, raw.get("model") or {}, where=f"{cfg_path} 'model'")
         train_raw = raw.get("training")
         train_config = config_from_dict(TrainConfig, train_raw, where=f"{cfg_path} 'training'") if train_raw else None
+        if raw.get("extract") is not None:  # a record of how defects.safetensors was made; validated like the rest
+            config_from_dict(ExtractConfig, raw["extract"], where=f"{cfg_path} 'extract'")
     except AugvaeError as err:
         raise ModelFolderError(str(err)) from err
     except TypeError as err:

@@ -385,7 +385,10 @@ def config_from_dict(cls: type[C], data: typing.Mapping[str, Any], where: str = 
         )
     hints = typing.get_type_hints(cls)
     values = {k: (tuple(v) if _is_tuple(hints[k]) and isinstance(v, list) else v) for k, v in data.items()}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as err:  # a bad value: say where it came from (a model folder's config.json, a bench.json, ...)
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _is_tuple(tp: Any) -> bool:

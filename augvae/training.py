@@ -287,6 +287,7 @@ def train(
     if model_config is None:
         model_config = ModelConfig(image_size=images.shape[-1], channels=images.shape[1])
     check_images(images, model_config.channels, model_config.image_size, "training images")
+    extract = extract or ExtractConfig()
     fit_idx, defect_idx, clean_idx = _split_by_background(labels, classes, background_class, train_on_defects, train_config.recipe,
                                                           background)
     if masks is not None and not defect_idx.numel():
@@ -341,7 +342,7 @@ def train(
             elif not resume and ((root / WEIGHTS_FILE).exists() or ckpt.exists()):
                 raise ConfigError(f"{root} already holds a model; pass --resume to continue it, or delete the folder (or "
                                   "choose another --out) to start fresh")
-            write_config(root, model_config, train_config, data_desc)
+            write_config(root, model_config, train_config, data_desc, extract if defect_idx.numel() else None)
 
         fit_images = images[fit_idx].to(device)  # (n, C, S, S): what the VAE learns
         bar = tqdm(range(start_epoch, train_config.epochs + 1), desc="train VAE", disable=not progress, unit="epoch",

@@ -17,7 +17,7 @@ from PIL import Image
 
 from augvae._imageops import dilate
 from augvae.cli import main
-from augvae.config import ExtractConfig, ModelConfig, recipe_config
+from augvae.config import ExtractConfig, ModelConfig, config_to_dict, recipe_config
 from augvae.data.synthetic import make_image, write_dataset
 from augvae.errors import ConfigError, DataError
 from augvae.overlay.combine import placement_matrix, poisson_blend, transplant
@@ -205,6 +205,23 @@ def test_model_folder_stores_the_defects(model_dir: Path) -> None:
     d = load_file(str(model_dir / "defects.safetensors"))
     assert d["image"].shape == (8, 1, S, S) and d["mask"].shape == (8, 1, S, S)
     assert torch.allclose(d["residual"], d["image"] - d["projection"], atol=1e-6)
+    # the settings the defects were extracted with are saved beside them, and checked on loading
+    assert json.loads((model_dir / "config.json").read_text())["extract"] == config_to_dict(ExtractConfig())
+
+
+def test_a_damaged_extraction_record_is_a_clear_error(model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from augvae.errors import ModelFolderError
+    from augvae.model import load_model
+
+    bad = tmp_path / "model"
+    shutil.copytree(model_dir, bad)
+    raw = json.loads((bad / "config.json").read_text())
+    raw["extract"]["match"] = "affine"
+    (bad / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelFolderError, match="'extract'.*unknown match 'affine'; expected one of: none, offset"):
+        load_model(bad)
 
 
 def test_every_entry_point_transplants_by_default(model_dir: Path) -> None:
