@@ -364,8 +364,9 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
 
 
-def config_from_dict(cls: type[C], data: typing.Mapping[str, Any], where: str = "config") -> C:
-    """Build ``cls`` from a mapping, refusing unknown keys by name and checking types.
+def config_from_dict(cls: type[C], data: typing.Mapping[str, Any], where: str | None = None) -> C:
+    """Build ``cls`` from a mapping, refusing unknown keys by name and checking types; ``where`` (a file and section)
+    starts every error message.
 
     Example:
         >>> config_from_dict(ModelConfig, {"latent_dim": 4}).latent_dim
@@ -376,18 +377,20 @@ def config_from_dict(cls: type[C], data: typing.Mapping[str, Any], where: str = 
         augvae.errors.ConfigError: config has unknown key(s) 'latnt_dim'; valid keys: image_size, channels, latent_dim, widths, hidden_dim, activation, recon_loss, beta
     """
     if not isinstance(data, typing.Mapping):
-        raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}")
+        raise ConfigError(f"{where or 'config'} must be a JSON object, got {type(data).__name__}")
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = [k for k in data if k not in names]
     if unknown:
         raise ConfigError(
-            f"{where} has unknown key(s) {', '.join(repr(k) for k in unknown)}; valid keys: {', '.join(names)}"
+            f"{where or 'config'} has unknown key(s) {', '.join(repr(k) for k in unknown)}; valid keys: {', '.join(names)}"
         )
     hints = typing.get_type_hints(cls)
     values = {k: (tuple(v) if _is_tuple(hints[k]) and isinstance(v, list) else v) for k, v in data.items()}
     try:
         return cls(**values)
     except ConfigError as err:  # a bad value: say where it came from (a model folder's config.json, a bench.json, ...)
+        if where is None:
+            raise
         raise ConfigError(f"{where}: {err}") from None
 
 
