@@ -31,7 +31,7 @@ from augvae._io import write_json  # noqa: E402
 from augvae.bench.results import load_cells  # noqa: E402
 from augvae.bench.stats import paired_comparison  # noqa: E402
 
-METRICS = ("accuracy", "macro_f1")
+METRICS = ("accuracy", "macro_f1", "auroc")  # auroc: where both cells recorded it
 
 
 def _by_key(folder: str) -> tuple[dict[tuple[str, str, int], dict[int, dict[str, Any]]], set[str]]:
@@ -40,7 +40,7 @@ def _by_key(folder: str) -> tuple[dict[tuple[str, str, int], dict[int, dict[str,
     out: dict[tuple[str, str, int], dict[int, dict[str, Any]]] = defaultdict(dict)
     prints = set()
     for c in load_cells(folder):
-        rec: dict[str, Any] = {m: float(c["metrics"][m]) for m in METRICS}
+        rec: dict[str, Any] = {m: float(c["metrics"][m]) for m in METRICS if m in c["metrics"]}
         rec["_origin"] = (sorted(c.get("train_paths") or []), c.get("versions"))
         out[(c["classifier"], c["arm"], int(c["k"]))][int(c["seed"])] = rec
         prints.add(str(c.get("fingerprint")))
@@ -101,7 +101,8 @@ def main() -> None:
                 continue
             row: dict[str, Any] = {"classifier": clf, "k": k, "variant_arm": arm, "grid_arm": garm, "seeds": common}
             for m in METRICS:
-                row[m] = paired_comparison([seeds[s][m] for s in common], [gseeds[s][m] for s in common])
+                if all(m in seeds[s] and m in gseeds[s] for s in common):
+                    row[m] = paired_comparison([seeds[s][m] for s in common], [gseeds[s][m] for s in common])
             rows.append(row)
     write_json(a.out, {
         "what": "variant arms paired by seed with the grid's arms (the shared arm checked identical; with --shared none, "
@@ -115,8 +116,10 @@ def main() -> None:
     })
     for r in rows:
         c = r["accuracy"]
+        au = r.get("auroc")
         print(f"{r['classifier']} k={r['k']} {r['variant_arm']} vs {r['grid_arm']}: {c['mean_diff']:+.3f} "
-              f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] p {c['p_ttest']:.3f} ({c['wins']}/{c['ties']}/{c['losses']})")
+              f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] p {c['p_ttest']:.3f} ({c['wins']}/{c['ties']}/{c['losses']})"
+              + (f"; AUROC {au['mean_diff']:+.3f} [{au['ci_low']:+.3f}, {au['ci_high']:+.3f}] p {au['p_ttest']:.3f}" if au else ""))
 
 
 if __name__ == "__main__":

@@ -587,6 +587,7 @@ def test_defect_free_setting_trains_every_arm_on_the_same_images(tmp_path: Path)
     assert all(0 <= c["metrics"]["auroc"] <= 1 for c in cells.values())  # macro one-vs-rest over crack, pore, clean
     report = (tmp_path / "out" / "report.md").read_text()
     assert "defect-free class 'clean' (8 pool images per cell)" in report and "### Test AUROC" in report
+    assert "| AUROC (Δ [95% CI], p) |" in report  # the headline pairs the AUROC too
 
 
 def test_relabel_control_is_a_defect_free_image_with_the_defect_label(bench_data: Path) -> None:

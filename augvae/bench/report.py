@@ -121,9 +121,11 @@ def _pair(by: dict[tuple[str, str, int], dict[int, dict[str, Any]]], clf: str, k
     if not seeds:
         return None
     row: dict[str, Any] = {"classifier": clf, "k": k, "arm": arm, "versus": ref, "seeds": seeds}
-    for metric in ("accuracy", "macro_f1"):
-        a = [by[(clf, arm, k)][s]["metrics"][metric] for s in seeds]
-        b = [by[(clf, ref, k)][s]["metrics"][metric] for s in seeds]
+    for metric in ("accuracy", "macro_f1", "auroc"):
+        a = [by[(clf, arm, k)][s]["metrics"].get(metric) for s in seeds]
+        b = [by[(clf, ref, k)][s]["metrics"].get(metric) for s in seeds]
+        if any(v is None for v in (*a, *b)):  # the AUROC of cells from before it was recorded
+            continue
         row[metric] = paired_comparison(a, b)
         row[metric]["mean_arm"], row[metric]["mean_ref"] = float(np.mean(a)), float(np.mean(b))
     err_ref, err_arm = 1 - row["accuracy"]["mean_ref"], 1 - row["accuracy"]["mean_arm"]
@@ -529,6 +531,13 @@ def _delta(c: dict[str, Any], metric: str) -> str:
     return f"{_f(d['mean_arm'])} vs {_f(d['mean_ref'])}: {d['mean_diff']:+.3f} [{_f(d['ci_low'])}, {_f(d['ci_high'])}], p {_p(d['p_ttest'])}"
 
 
+def _auroc(rows: Sequence[dict[str, Any]]) -> tuple[list[str], Any]:
+    """The AUROC column of a headline table, where every row has it: (header, row -> cell)."""
+    if rows and all("auroc" in c for c in rows):
+        return ["AUROC (Δ [95% CI], p)"], lambda c: [_delta(c, "auroc")]
+    return [], lambda c: []
+
+
 def _headline_lines(res: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     head = res.get("headline") or {}
@@ -537,10 +546,11 @@ def _headline_lines(res: dict[str, Any]) -> list[str]:
                   "At each k, augvae's generated arm (VAE overlays or transplants; the controls apart) with the highest mean "
                   "accuracy against the better of `original` and `classic` (paired by seed; error cut = relative reduction of "
                   "the test error).", ""]
+        au_head, au = _auroc(head["best_vs_baseline"])
         lines += [markdown_table(["classifier", "k", "best generated", "best baseline", "accuracy (Δ [95% CI], p)",
-                                  "macro-F1 (Δ [95% CI], p)", "error cut", "wins/ties/losses"],
+                                  "macro-F1 (Δ [95% CI], p)", *au_head, "error cut", "wins/ties/losses"],
                                  [[c["classifier"], c["k"], c["arm"], c["versus"], _delta(c, "accuracy"), _delta(c, "macro_f1"),
-                                   f"{100 * c['error_reduction']:.0f}%",
+                                   *au(c), f"{100 * c['error_reduction']:.0f}%",
                                    f"{c['accuracy']['wins']}/{c['accuracy']['ties']}/{c['accuracy']['losses']}"]
                                   for c in head["best_vs_baseline"]]), ""]
     if head.get("transplant_vs_control"):
@@ -548,10 +558,11 @@ def _headline_lines(res: dict[str, Any]) -> list[str]:
                   "Controls: the same transplant with a mask and residual from a blur instead of the VAE (`blurmask`), "
                   "CutPaste (`cutpaste`: a random rectangle of a defect image pasted onto a defect-free one), and "
                   "no defect at all (`relabel`: the defect-free image itself with the defect's label).", ""]
+        au_head, au = _auroc(head["transplant_vs_control"])
         lines += [markdown_table(["classifier", "k", "transplant arm", "best control", "accuracy (Δ [95% CI], p)",
-                                  "macro-F1 (Δ [95% CI], p)"],
-                                 [[c["classifier"], c["k"], c["arm"], c["versus"], _delta(c, "accuracy"), _delta(c, "macro_f1")]
-                                  for c in head["transplant_vs_control"]]), ""]
+                                  "macro-F1 (Δ [95% CI], p)", *au_head],
+                                 [[c["classifier"], c["k"], c["arm"], c["versus"], _delta(c, "accuracy"), _delta(c, "macro_f1"),
+                                   *au(c)] for c in head["transplant_vs_control"]]), ""]
     conv = res.get("convergence") or []
     if conv:
         changed = [c for c in conv if c["same_conclusion"] is False]
