@@ -84,3 +84,22 @@ augvae bench "$DATA" --out "$RUN/small-cnn-guard" --per-class 5,10,20 --steps 13
     --arms classic,classic+transplant,classic+blurmask "${COMMON[@]}" --min-steps 1200 --extract-mask-low 3 --extract-mask-high 5
 augvae bench --report-only --out "$RUN/small-cnn-guard" --report-to "$RESULTS/small-cnn-guard" --no-grids
 python benchmarks/pair_runs.py --variant "$RUN/small-cnn-guard" --grid "$RUN/small-cnn" --out "$RESULTS/small-cnn-guard/paired_with_grid.json"
+
+# 7. This session's re-run on another machine, with the test AUROC recorded (cells of one setting are not identical
+#    across machines, so every compared arm runs here; pair_runs.py --shared none checks machine and images), k = 5, 10
+#    and 20 at the default as it ships (z 3 to 5, the guard): the baselines, the transplant, its controls and a new one,
+#    classic+relabel (a defect-free cell, unchanged, labelled defective: what the label alone does). Then two attempts to
+#    make the VAE's part count: the projection matched to each cell's brightness (--extract-match offset), and
+#    defect-free samples replaced by defect images healed by their projection (--heal-p 0.25).
+D7=(--split-file "$DATA/splits.csv" --background-class ok --seeds 5 --image-size 64 --extract-polarity dark --min-steps 1200
+    --steps 1320 --vae-steps 4000 --vae-batch-size 32 --vae-hidden-dim 128 --jobs 2 --threads 1 --cache-dir "$RUN/cache"
+    --no-convergence-check)
+augvae bench "$DATA" --out "$RUN/default" --per-class 5,10,20 \
+    --arms original,classic,transplant,classic+transplant,classic+blurmask,classic+cutpaste,classic+relabel "${D7[@]}"
+augvae bench --report-only --out "$RUN/default" --report-to "$RESULTS/default" --no-grids
+augvae bench "$DATA" --out "$RUN/match-offset" --per-class 5,10 --arms classic+transplant --extract-match offset "${D7[@]}"
+augvae bench --report-only --out "$RUN/match-offset" --report-to "$RESULTS/match-offset" --no-grids
+python benchmarks/pair_runs.py --variant "$RUN/match-offset" --grid "$RUN/default" --shared none --out "$RESULTS/match-offset/paired_with_default.json"
+augvae bench "$DATA" --out "$RUN/heal0.25" --per-class 5,10 --heal-p 0.25 --arms classic+transplant,classic+blurmask "${D7[@]}"
+augvae bench --report-only --out "$RUN/heal0.25" --report-to "$RESULTS/heal0.25" --no-grids
+python benchmarks/pair_runs.py --variant "$RUN/heal0.25" --grid "$RUN/default" --shared none --out "$RESULTS/heal0.25/paired_with_default.json"

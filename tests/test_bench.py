@@ -606,6 +606,13 @@ def test_relabel_control_is_a_defect_free_image_with_the_defect_label(bench_data
     assert all(any(torch.equal(im, c) for c in clean) for im in images)  # unchanged defect-free images, nothing put on them
     with pytest.raises(ConfigError, match="classic\\+relabel gives defect-free images a defect's label"):
         BenchConfig(arms=("classic+relabel",))
+    # gen_replaces="defect-free" (what augvae's transforms do): defect-free samples are replaced, by a random defect class
+    ts = build_training_set("relabel", data, cfg.replace(gen_replaces="defect-free"), Path("unused"), "key", 2, 0)
+    assert ts.generate is not None and ts.generate_for is not None and ts.generate_for.tolist() == [True, False, False, False]
+    images, targets = ts.generate(torch.zeros(64, dtype=torch.long), torch.Generator().manual_seed(0))
+    assert set(targets.argmax(1).tolist()) == {1, 2, 3} and all(any(torch.equal(im, c) for c in clean) for im in images)
+    with pytest.raises(ConfigError, match="gen_replaces defect-free .* needs a defect-free class"):
+        BenchConfig(gen_replaces="defect-free")
 
 
 def test_healed_images_are_the_defect_image_with_the_projection_under_the_mask(tmp_path: Path) -> None:
@@ -642,7 +649,7 @@ def test_healed_images_are_the_defect_image_with_the_projection_under_the_mask(t
         BenchConfig(heal_p=0.2)
     # settings added since cells were committed are left out of the fingerprint at the values that computed them
     settings = BenchConfig().cell_settings()
-    assert "heal_p" not in settings and "match" not in settings["extract"]
+    assert "heal_p" not in settings and "gen_replaces" not in settings and "match" not in settings["extract"]
     assert BenchConfig(heal_p=0.1, background_class="ok").fingerprint() != BenchConfig(background_class="ok").fingerprint()
 
 

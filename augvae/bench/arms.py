@@ -282,7 +282,8 @@ def fit_classifier(
                 x[swap], t[swap] = gx, gt
                 made += int(swap.sum())
         if ts.heal is not None and cfg.heal_p > 0:  # its own stream: the draws above stay those of heal_p = 0
-            cured = (y == ts.heal_class) & (torch.rand(len(idx), generator=gen_heal) < cfg.heal_p)
+            still = t[:, ts.heal_class] == 1  # defect-free samples that no generated defect replaced
+            cured = still & (torch.rand(len(idx), generator=gen_heal) < cfg.heal_p)
             if bool(cured.any()):
                 x = x.clone()
                 x[cured] = ts.heal(int(cured.sum()), gen_heal)
@@ -572,7 +573,7 @@ def _transplant_set(kind: str, train_set: ImageSet, cfg: BenchConfig, cache: Pat
     generate_for[src.source_class[src.has_defect]] = True  # a class whose every defect has an empty mask gets none
     if bg >= 0:
         generate_for[bg] = False
-    ts = TrainingSet(train_set.images, labels, len(classes), generate, generate_for, info)
+    ts = _replacing(cfg, TrainingSet(train_set.images, labels, len(classes), generate, generate_for, info), bg)
     if cfg.heal_p > 0 and bg >= 0 and kind != "cutpaste":  # CutPaste's "projection" is the image itself: nothing to heal
         ts.heal, ts.heal_class = _healer(defects, src.has_defect), bg
     return ts
@@ -603,7 +604,25 @@ def _relabel_set(train_set: ImageSet, cfg: BenchConfig) -> TrainingSet:
 
     generate_for = torch.ones(len(classes), dtype=torch.bool)
     generate_for[bg] = False
-    return TrainingSet(train_set.images, labels, len(classes), generate, generate_for, {"kind": "relabel"})
+    return _replacing(cfg, TrainingSet(train_set.images, labels, len(classes), generate, generate_for, {"kind": "relabel"}), bg)
+
+
+def _replacing(cfg: BenchConfig, ts: TrainingSet, bg: int) -> TrainingSet:
+    """``gen_replaces="defect-free"``: generated defects replace defect-free samples (each of a random defect class that
+    ``ts`` generates for) instead of defect samples of their own class; the real defect samples all stay."""
+    if cfg.gen_replaces == "defect" or bg < 0:
+        return ts
+    assert ts.generate is not None and ts.generate_for is not None
+    inner, classes = ts.generate, ts.generate_for.nonzero().flatten()
+
+    def generate(y: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        return inner(classes[torch.randint(len(classes), (len(y),), generator=gen)], gen)
+
+    only_bg = torch.zeros_like(ts.generate_for)
+    only_bg[bg] = True
+    ts.generate, ts.generate_for = generate, only_bg
+    ts.info["gen_replaces"] = "defect-free"
+    return ts
 
 
 def build_training_set(arm: str, train_set: ImageSet, cfg: BenchConfig, cache: Path, data_key: str, k: int, seed: int) -> TrainingSet:

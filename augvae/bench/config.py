@@ -68,7 +68,7 @@ GRID_FIELDS: tuple[str, ...] = ("arms", "classifiers", "per_class", "seeds", "fi
 RUN_FIELDS: tuple[str, ...] = ("jobs", "threads", "device", "convergence_check")
 #: Settings added after cells were committed, with the value that computes what those cells computed: left out of
 #: the fingerprint at that value, so earlier run folders still resume (``(section, field)``, ``""`` for the top level).
-ADDED_LATER: dict[tuple[str, str], Any] = {("extract", "match"): "none", ("", "heal_p"): 0.0}
+ADDED_LATER: dict[tuple[str, str], Any] = {("extract", "match"): "none", ("", "heal_p"): 0.0, ("", "gen_replaces"): "defect"}
 
 
 def _default_vae() -> ModelConfig:
@@ -127,6 +127,10 @@ class BenchConfig:
     blend: str = _h("transplant arms: " + ", ".join(BLEND_CHOICES), default="random")
     transplant_k: int = _h("transplant arms: defects put onto one image", default=1)
     translate: float = _h("transplant arms: largest shift of a defect, as a fraction of the image side", default=0.25)
+    gen_replaces: str = _h("transplant arms and their controls, with background_class: the samples a generated one replaces: "
+                      "defect (a defect sample, by one of its class: the class balance stays) or defect-free (a defect-free "
+                      "sample, by one of a random defect class, as augvae's transforms and MixedDataset do by default: every "
+                      "real defect sample stays)", default="defect")
     heal_p: float = _h("transplant and blurmask arms, with background_class: probability that a defect-free sample is "
                        "replaced by a defect image healed by its projection (its masked defect replaced by what the "
                        "projection makes of the surface there), labelled defect-free: the same cell with and without its "
@@ -201,6 +205,7 @@ class BenchConfig:
         check_choice(self.precision, ("fp32", "bf16"), "precision")
         check_choice(self.memory_format, ("auto", "channels-last", "contiguous"), "memory_format")
         check_choice(self.blend, BLEND_CHOICES, "blend")
+        check_choice(self.gen_replaces, ("defect", "defect-free"), "gen_replaces")
         for name in ("lr", "mix_alpha", "blur_sigma"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
@@ -230,6 +235,9 @@ class BenchConfig:
         if relabel and not self.background_class:
             raise ConfigError(f"{relabel[0]} gives defect-free images a defect's label, so it needs a defect-free class; pass "
                               "--background-class or drop the arm")
+        if self.gen_replaces == "defect-free" and not self.background_class:
+            raise ConfigError("gen_replaces defect-free swaps defect-free samples for generated defects, so it needs a defect-free "
+                              "class; pass --background-class too, or --gen-replaces defect")
         if self.heal_p and not self.background_class:
             raise ConfigError("heal_p replaces defect-free samples by healed defect images, so it needs a defect-free class; pass "
                               "--background-class too, or --heal-p 0")

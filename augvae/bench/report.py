@@ -616,6 +616,8 @@ def _markdown(res: dict[str, Any], grid_files: list[Path]) -> str:
         f"{cfg.get('blend')}, shifts up to {cfg.get('translate')} of the side, mask polarity "
         f"{(cfg.get('extract') or {}).get('polarity')}, mask z {(cfg.get('extract') or {}).get('mask_low')} to "
         f"{(cfg.get('extract') or {}).get('mask_high')}, projection matched: {(cfg.get('extract') or {}).get('match', 'none')}"
+        + ("; generated defects replace defect-free samples (each of a random defect class), not defect samples"
+           if cfg.get("gen_replaces") == "defect-free" else "")
         + (f"; defect-free samples replaced by healed defect images with probability {cfg['heal_p']}" if cfg.get("heal_p") else "")
         + (f"; generated samples kept only where the real-data classifier gives their class at least {cfg['filter_confidence']}"
            if cfg.get("filter_confidence") else "")
