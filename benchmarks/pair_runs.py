@@ -9,6 +9,8 @@ differences (mean, 95% CI, paired t p, wins) of every variant arm against every 
     python benchmarks/pair_runs.py --variant /work/runs/elpv/small-cnn-z3 --grid /work/runs/elpv/small-cnn \\
         --shared classic --out benchmarks/results/elpv/small-cnn-z3/paired_with_grid.json
 
+Given one folder as both, it pairs each of its arms with every other one.
+
 A variant that ran no baseline arm of its own (``--shared none``) is paired on a weaker but still
 sufficient check: every paired cell must have trained on the same real images (``train_paths``) as the
 grid's cell of its (k, seed), on the same machine and versions (``versions``, which name the platform).
@@ -74,6 +76,7 @@ def main() -> None:
     a = p.parse_args()
     var, var_prints = _by_key(a.variant)
     grid, grid_prints = _by_key(a.grid)
+    same = Path(a.variant).resolve() == Path(a.grid).resolve()
     checked = _check_origins(var, grid) if a.shared == "none" else []
     for (clf, arm, k), seeds in var.items():
         if arm != a.shared:
@@ -94,7 +97,7 @@ def main() -> None:
         if arm == a.shared:
             continue
         for (gclf, garm, gk), gseeds in sorted(grid.items()):
-            if (gclf, gk) != (clf, k):
+            if (gclf, gk) != (clf, k) or (same and garm == arm):  # one folder against itself: each arm against the others
                 continue
             common = sorted(set(seeds) & set(gseeds))
             if len(common) < 2:
