@@ -562,18 +562,25 @@ def test_class_balanced_batches() -> None:
     assert sorted(plain[:100].tolist()) == list(range(100))  # consecutive permutations: every image once per pass
 
 
-def test_defect_free_setting_trains_every_arm_on_the_same_images(tmp_path: Path) -> None:
-    from augvae.bench.results import load_cells
-    from augvae.bench.runner import run_bench
+def _defect_free_data(tmp_path: Path, defects: tuple[str, ...], n_defect: int, n_clean: int) -> Path:
+    """A class folder per defect kind (``n_defect`` images each) and a ``clean`` one (``n_clean``), 32 px, in ``tmp_path/data``."""
+    from augvae.data.synthetic import write_dataset
 
-    write_dataset = __import__("augvae.data.synthetic", fromlist=["write_dataset"]).write_dataset
-    write_dataset(tmp_path / "d", n_per_class=6, size=32, seed=5, classes=("crack", "pore"), masks=False)
-    write_dataset(tmp_path / "c", n_per_class=20, size=32, seed=5, classes=("clean",), masks=False)
+    write_dataset(tmp_path / "d", n_per_class=n_defect, size=32, seed=5, classes=defects, masks=False)
+    write_dataset(tmp_path / "c", n_per_class=n_clean, size=32, seed=5, classes=("clean",), masks=False)
     data = tmp_path / "data"
     data.mkdir()
     for part in ("d", "c"):
         for sub in (tmp_path / part / "images").iterdir():
             sub.rename(data / sub.name)
+    return data
+
+
+def test_defect_free_setting_trains_every_arm_on_the_same_images(tmp_path: Path) -> None:
+    from augvae.bench.results import load_cells
+    from augvae.bench.runner import run_bench
+
+    data = _defect_free_data(tmp_path, ("crack", "pore"), 6, 20)
     arms = ("original", "classic", "transplant", "classic+transplant", "blurmask", "cutpaste", "relabel")
     cfg = BenchConfig(arms=arms, **{**TINY, "per_class": (2,), "seeds": 1, "background_class": "clean", "background_images": 8})
     run_bench(data, tmp_path / "out", cfg, progress=False)
@@ -632,14 +639,7 @@ def test_healed_images_are_the_defect_image_with_the_projection_under_the_mask(t
     assert torch.equal(out * ~outside, projection[[0, 2]][rows] * ~outside)  # inside: the projection
     assert set(rows.tolist()) == {0, 1}  # both usable sources, never the one whose mask is empty
 
-    write_dataset = __import__("augvae.data.synthetic", fromlist=["write_dataset"]).write_dataset
-    write_dataset(tmp_path / "d", n_per_class=4, size=32, seed=5, classes=("crack",), masks=False)
-    write_dataset(tmp_path / "c", n_per_class=12, size=32, seed=5, classes=("clean",), masks=False)
-    data = tmp_path / "data"
-    data.mkdir()
-    for part in ("d", "c"):
-        for sub in (tmp_path / part / "images").iterdir():
-            sub.rename(data / sub.name)
+    data = _defect_free_data(tmp_path, ("crack",), 4, 12)
     cfg = BenchConfig(arms=("blurmask", "cutpaste"), **{**TINY, "per_class": (2,), "seeds": 1, "background_class": "clean",
                                                         "steps": 12, "heal_p": 0.5, "extract": {"mask_low": 1.5, "mask_high": 3.0}})
     run_bench(data, tmp_path / "out", cfg, progress=False)
