@@ -483,6 +483,9 @@ def test_quick_comparison_returns_a_table(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "report.md").is_file()
     pool = json.loads((tmp_path / "run" / "bench.json").read_text())["counts"]["clean"]["pool"]
     assert f"+ {pool} defect-free" in table  # the training set's real count, not an assumed split
+    header, _, *rows = table.splitlines()
+    au = header.split(" | ").index("AUROC (threshold-free)")
+    assert all(0 <= float(r.split(" | ")[au].split(" ± ")[0]) <= 1 for r in rows)  # every arm's AUROC, a number
 
 
 @pytest.mark.parametrize("policy", ["same-class", "soft"])

@@ -60,8 +60,8 @@ def quick_comparison(out_dir: str | os.PathLike[str], seeds: int = 3, progress: 
             varies one of them).
 
     Returns:
-        A markdown table: arm, accuracy mean ± 95% CI, the paired difference to ``original`` with
-        its paired t-test p-value.
+        A markdown table: arm, accuracy, macro-F1 and AUROC (mean ± 95% CI), the paired difference in
+        accuracy to the better baseline with its paired t-test p-value.
     """
 
     out = Path(out_dir)
@@ -87,13 +87,15 @@ def quick_comparison(out_dir: str | os.PathLike[str], seeds: int = 3, progress: 
     for r in (r for r in res["summary"] if r["k"] == k):
         acc = r["accuracy"]
         d = diffs.get(r["arm"])
-        f1 = r["macro_f1"]
+        f1, au = r["macro_f1"], r.get("auroc", {"mean": float("nan"), "ci_half": float("nan")})
         rows.append([
             r["arm"], f"{_fmt(acc['mean'])} ± {_fmt(acc['ci_half'])}", f"{_fmt(f1['mean'])} ± {_fmt(f1['ci_half'])}",
+            f"{_fmt(au['mean'])} ± {_fmt(au['ci_half'])}",
             "" if d is None else f"{d['mean_diff']:+.3f} [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]",
             "" if d is None else _fmt(d["p_ttest"]),
         ])
     pool = res["data"]["counts"][cfg.background_class]["pool"]  # the defect-free training images (the split's, not assumed)
     header = ["arm", f"accuracy (k={k} defects per class + {pool} defect-free, {seeds} seed{'s' if seeds != 1 else ''}, "
-              "mean ± 95% CI)", "macro-F1", f"Δ accuracy vs {best} (the better baseline) [95% CI]", "p (paired t)"]
+              "mean ± 95% CI)", "macro-F1", "AUROC (threshold-free)", f"Δ accuracy vs {best} (the better baseline) [95% CI]",
+              "p (paired t)"]
     return markdown_table(header, rows)
