@@ -134,6 +134,22 @@ def test_summary_matches_scipy_on_known_numbers() -> None:
     assert one["mean"] == 0.7 and math.isnan(one["ci_half"])
 
 
+def test_summary_says_what_each_arm_calls_each_class() -> None:
+    """Two seeds of a two-class arm: the predicted shares and recalls are means over seeds of the confusion counts."""
+    from augvae.bench.report import calls_table, summarize_cells
+
+    def cell(seed: int, confusion: list[list[int]]) -> dict:
+        return {"classifier": "c", "arm": "classic", "k": 5, "seed": seed, "train_seconds": 1.0,
+                "metrics": {"accuracy": 0.5, "macro_f1": 0.5, "balanced_accuracy": 0.5,
+                            "per_class_f1": {"defective": 0.5, "ok": 0.5}, "confusion": confusion}}
+
+    # rows: true class, columns: predicted class (sklearn's order). Seed 0 calls 10 of 100 images defective, seed 1 30.
+    row = summarize_cells([cell(0, [[8, 42], [2, 48]]), cell(1, [[25, 25], [5, 45]])])["summary"][0]
+    assert row["predicted_share"] == pytest.approx({"defective": 0.2, "ok": 0.8})
+    assert row["recall"] == pytest.approx({"defective": (8 / 50 + 25 / 50) / 2, "ok": (48 / 50 + 45 / 50) / 2})
+    assert "| classic | defective 0.200 (0.330), ok 0.800 (0.930) |" in calls_table([row], "c")
+
+
 def test_paired_comparison_matches_scipy_on_known_numbers() -> None:
     from scipy import stats
 
@@ -598,6 +614,7 @@ def test_defect_free_setting_trains_every_arm_on_the_same_images(tmp_path: Path)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "defect-free class 'clean' (8 pool images per cell)" in report and "### Test AUROC" in report
     assert "| AUROC (Δ [95% CI], p) |" in report  # the headline pairs the AUROC too
+    assert "### What each classifier calls each class" in report and "| original | clean " in report  # shares of clean, crack, pore
 
 
 def test_relabel_control_is_a_defect_free_image_with_the_defect_label(bench_data: Path) -> None:

@@ -69,6 +69,7 @@ def summarize_cells(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
         row["train_seconds"] = float(np.mean([by[(clf, arm, k)][s]["train_seconds"] for s in seeds]))
         classes = list(by[(clf, arm, k)][seeds[0]]["metrics"]["per_class_f1"])
         row["per_class_f1"] = {name: float(np.mean([by[(clf, arm, k)][s]["metrics"]["per_class_f1"][name] for s in seeds])) for name in classes}
+        row.update(_calls([by[(clf, arm, k)][s]["metrics"]["confusion"] for s in seeds], classes))
         summary.append(row)
     comparisons: list[dict[str, Any]] = []
     for ref in REFERENCES:
@@ -99,6 +100,36 @@ def summarize_cells(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
             row["vae_active_units"] = float(np.mean(vae_units))
         quality.append(row)
     return {"summary": summary, "comparisons": comparisons, "quality": quality}
+
+
+def _calls(confusions: Sequence[Sequence[Sequence[int]]], classes: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Mean over seeds of the share of test images predicted as each class, and of each class's recall.
+
+    ``confusions``: one (true class, predicted class) count matrix per seed. Accuracy moves when a classifier
+    merely predicts one class more often; these two show whether it did (the AUROC shows whether it ranks better).
+    """
+    m = np.asarray(confusions, dtype=float)  # (seeds, true class, predicted class)
+    share = m.sum(axis=1) / m.sum(axis=(1, 2))[:, None]  # (seeds, predicted class)
+    recall = np.diagonal(m, axis1=1, axis2=2) / np.maximum(m.sum(axis=2), 1)  # (seeds, true class)
+    return {"predicted_share": dict(zip(classes, map(float, share.mean(axis=0)))),
+            "recall": dict(zip(classes, map(float, recall.mean(axis=0))))}
+
+
+def calls_table(summary: Sequence[dict[str, Any]], classifier: str) -> str:
+    """Arms as rows, k as columns: for each class, the share of test images predicted as it (its recall in brackets)."""
+    rows = [r for r in summary if r["classifier"] == classifier and "predicted_share" in r]
+    ks = sorted({r["k"] for r in rows})
+    arms = sorted({r["arm"] for r in rows}, key=_arm_order)
+    cell = {(r["arm"], r["k"]): r for r in rows}
+    body = []
+    for arm in arms:
+        line = [arm]
+        for k in ks:
+            r = cell.get((arm, k))
+            line.append("" if r is None else ", ".join(f"{name} {_f(share)} ({_f(r['recall'][name])})"
+                                                      for name, share in r["predicted_share"].items()))
+        body.append(line)
+    return markdown_table(["arm", *[f"k={k}" for k in ks]], body)
 
 
 def _by_cell(cells: Sequence[dict[str, Any]]) -> dict[tuple[str, str, int], dict[int, dict[str, Any]]]:
@@ -638,6 +669,10 @@ def _markdown(res: dict[str, Any], grid_files: list[Path]) -> str:
                       "classes: of the second class's probability; more: macro one-vs-rest): accuracy also moves when a "
                       "classifier merely shifts toward a class, the AUROC does not.", "",
                       accuracy_table(res["summary"], clf, "auroc"), ""]
+        if any(r["classifier"] == clf and "predicted_share" in r for r in res["summary"]):
+            lines += ["### What each classifier calls each class", "", "Share of the test images predicted as each class "
+                      "(mean over seeds; in brackets the class's recall). An arm that gains accuracy by predicting a class "
+                      "more often, without ranking better, shows it here.", "", calls_table(res["summary"], clf), ""]
         for ref in REFERENCES:
             if any(c["classifier"] == clf and c["versus"] == ref for c in res["comparisons"]):
                 lines += [f"### Paired difference in accuracy versus `{ref}`", "", comparison_table(res["comparisons"], clf, ref), ""]
