@@ -100,12 +100,11 @@ for k in 5 10; do
   CELLS=$(for s in 0 1 2 3 4; do for a in original classic classic+transplant classic+blurmask classic+relabel classic+cutpaste; do printf 'small-cnn__%s__k%s__s%s,' "$a" "$k" "$s"; done; done)
   augvae bench "$DATA" --out "$RUN/default" --per-class 5,10,20 --arms "$D7ARMS" --cell "${CELLS%,}" "${D7[@]}"
 done
-# 7b. The convergence check at k = 10: original, classic and classic+transplant at twice the steps (the report merges it).
+# 7b. The convergence check at k = 10: original, classic and classic+transplant at twice the steps (the report, after
+#     7d, merges it).
 CELLS=$(for s in 0 1 2 3 4; do for a in original classic classic+transplant; do printf 'small-cnn__%s__k10__s%s,' "$a" "$s"; done; done)
 augvae bench "$DATA" --out "$RUN/default/convergence" --per-class 5,10,20 --arms original,classic,classic+transplant \
     --cell "${CELLS%,}" "${D7[@]}" --steps 2640
-augvae bench --report-only --out "$RUN/default" --report-to "$RESULTS/default" --no-grids
-python benchmarks/pair_runs.py --variant "$RUN/default" --grid "$RUN/default" --shared none --out "$RESULTS/default/paired_arms.json"
 # 7c. The library's way: a generated defect replaces a defect-free sample (a random defect class each), as augvae's
 #     transforms and MixedDataset do, instead of a defect sample of its class.
 augvae bench "$DATA" --out "$RUN/gen-replaces-ok" --per-class 5,10 --arms classic+transplant --gen-replaces defect-free "${D7[@]}"
@@ -116,6 +115,8 @@ python benchmarks/pair_runs.py --variant "$RUN/gen-replaces-ok" --grid "$RUN/def
 #     brightness (--extract-match offset), and defect-free samples replaced by defect images healed by their
 #     projection (--heal-p 0.25).
 augvae bench "$DATA" --out "$RUN/default" --per-class 5,10,20 --arms "$D7ARMS" "${D7[@]}"
+# The report refuses a folder holding files it does not write (paired_arms.json), so the pairs go in after it.
+rm -f "$RESULTS/default/paired_arms.json"
 augvae bench --report-only --out "$RUN/default" --report-to "$RESULTS/default" --no-grids
 python benchmarks/pair_runs.py --variant "$RUN/default" --grid "$RUN/default" --shared none --out "$RESULTS/default/paired_arms.json"
 augvae bench "$DATA" --out "$RUN/filter0.5" --per-class 5,10 --arms classic+transplant --filter-confidence 0.5 "${D7[@]}"
