@@ -128,3 +128,9 @@ python benchmarks/pair_runs.py --variant "$RUN/match-offset" --grid "$RUN/defaul
 augvae bench "$DATA" --out "$RUN/heal0.25" --per-class 5,10 --heal-p 0.25 --arms classic+transplant,classic+blurmask "${D7[@]}"
 augvae bench --report-only --out "$RUN/heal0.25" --report-to "$RESULTS/heal0.25" --no-grids
 python benchmarks/pair_runs.py --variant "$RUN/heal0.25" --grid "$RUN/default" --shared none --out "$RESULTS/heal0.25/paired_with_default.json"
+# 7e. ResNet-18 at the default as it ships, with the AUROC: k = 5, three arms, the cut budget of step 3 (400 steps).
+CELLS=$(for s in 0 1 2 3 4; do for a in classic classic+transplant classic+relabel; do printf 'resnet18__%s__k5__s%s,' "$a" "$s"; done; done)
+augvae bench "$DATA" --out "$RUN/resnet18-default" --classifiers resnet18 --per-class 5,10 \
+    --arms classic,classic+transplant,classic+relabel --cell "${CELLS%,}" "${D7[@]}" --steps 400
+augvae bench --report-only --out "$RUN/resnet18-default" --report-to "$RESULTS/resnet18-default" --no-grids
+python benchmarks/pair_runs.py --variant "$RUN/resnet18-default" --grid "$RUN/resnet18-default" --shared none --out "$RESULTS/resnet18-default/paired_arms.json"
