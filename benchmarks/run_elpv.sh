@@ -26,52 +26,63 @@ COMMON=(--split-file "$DATA/splits.csv" --background-class ok --seeds 5 --image-
         --extract-mask-low 1.5 --extract-mask-high 3)
 ARMS=original,classic,transplant,classic+transplant,blurmask,classic+blurmask,cutpaste,classic+cutpaste
 
+# report NAME: merge RUN/NAME's finished cells into RESULTS/NAME. The report refuses a folder holding files it does not
+# write, so the folder's pair files go first (pair writes them again after it): the script can be rerun.
+report() {
+  rm -f "$RESULTS/$1"/paired_*.json
+  augvae bench --report-only --out "$RUN/$1" --report-to "$RESULTS/$1" --no-grids
+}
+# pair VARIANT GRID OUTNAME [pair_runs.py options]: pair RUN/VARIANT's arms with RUN/GRID's by seed into RESULTS/VARIANT.
+pair() {
+  python benchmarks/pair_runs.py --variant "$RUN/$1" --grid "$RUN/$2" --out "$RESULTS/$1/$3" "${@:4}"
+}
+
 # 1. The main grid: every arm, k = 5, 10, 20, the auto step budget, the convergence check. What is committed in
 #    benchmarks/results/elpv/small-cnn/ is k = 5 and 10 of it (run with `--cell` selectors) and k = 20 for five arms (step 1c);
 #    the other k = 20 cells and the convergence check beyond step 1b are not run yet, nor are steps 2-4 below.
 augvae bench "$DATA" --out "$RUN/small-cnn" --per-class 5,10,20 --arms "$ARMS" "${COMMON[@]}"
-augvae bench --report-only --out "$RUN/small-cnn" --report-to "$RESULTS/small-cnn" --no-grids
+report small-cnn
 
 # 1b. The part of the convergence check that is committed: k = 5, all 5 seeds, run on its own (the check that step 1
 #     runs after its grid covers every k and seed; this piece writes the same cells into the same folder).
 CELLS=$(for s in 0 1 2 3 4; do for a in original classic classic+transplant; do printf 'small-cnn__%s__k5__s%s,' "$a" "$s"; done; done)
 augvae bench "$DATA" --out "$RUN/small-cnn/convergence" --per-class 5,10,20 --arms original,classic,classic+transplant \
     --steps 2640 --no-convergence-check --cell "${CELLS%,}" "${COMMON[@]}"
-augvae bench --report-only --out "$RUN/small-cnn" --report-to "$RESULTS/small-cnn" --no-grids
+report small-cnn
 
 # 1c. The part of k = 20 that is committed: original, classic and the arms on top of classic, 5 seeds (about 45 min with 2 jobs).
 CELLS=$(for s in 0 1 2 3 4; do for a in original classic classic+transplant classic+blurmask classic+cutpaste; do printf 'small-cnn__%s__k20__s%s,' "$a" "$s"; done; done)
 augvae bench "$DATA" --out "$RUN/small-cnn" --per-class 5,10,20 --arms "$ARMS" --cell "${CELLS%,}" "${COMMON[@]}"
-augvae bench --report-only --out "$RUN/small-cnn" --report-to "$RESULTS/small-cnn" --no-grids
+report small-cnn
 
 # 2. The generated share: gen_p 0.25 instead of 0.5 for the transplant arms (k = 5, 10).
 augvae bench "$DATA" --out "$RUN/small-cnn-genp0.25" --per-class 5,10 --gen-p 0.25 --no-convergence-check \
     --arms original,transplant,classic+transplant "${COMMON[@]}"
-augvae bench --report-only --out "$RUN/small-cnn-genp0.25" --report-to "$RESULTS/small-cnn-genp0.25" --no-grids
+report small-cnn-genp0.25
 
 # 3. ResNet-18 from scratch at a cut budget of 400 steps (321 s a cell on one core; the auto budget, 1,290 steps, would
 #    take about 17 minutes a cell), without the convergence check (it would double that). What is committed in benchmarks/results/elpv/resnet18/
 #    is k = 5, all five arms below, 5 seeds (about 75 minutes with 2 jobs); k = 10 is not run yet.
 augvae bench "$DATA" --out "$RUN/resnet18" --classifiers resnet18 --per-class 5,10 --steps 400 --no-convergence-check \
     --arms original,classic,classic+transplant,classic+blurmask,classic+cutpaste "${COMMON[@]}"
-augvae bench --report-only --out "$RUN/resnet18" --report-to "$RESULTS/resnet18" --no-grids
+report resnet18
 
 # 4. Attempts to make the VAE's part count (k = 5, 10): generated samples filtered by the real-data classifier of the
 #    same cell (kept if it gives their class at least 0.5), and the pasted blend instead of a random one.
 augvae bench "$DATA" --out "$RUN/small-cnn-filter0.5" --per-class 5,10 --filter-confidence 0.5 --no-convergence-check \
     --arms original,classic+transplant "${COMMON[@]}"
-augvae bench --report-only --out "$RUN/small-cnn-filter0.5" --report-to "$RESULTS/small-cnn-filter0.5" --no-grids
+report small-cnn-filter0.5
 augvae bench "$DATA" --out "$RUN/small-cnn-paste" --per-class 5,10 --blend paste --no-convergence-check \
     --arms original,classic+transplant,classic+blurmask "${COMMON[@]}"
-augvae bench --report-only --out "$RUN/small-cnn-paste" --report-to "$RESULTS/small-cnn-paste" --no-grids
+report small-cnn-paste
 
 # 5. A stricter mask (z 3 to 5 instead of 1.5 to 3; benchmarks/elpv_masks.py shows why): classic, classic+transplant and
 #    its blur-mask control at the same thresholds, k = 5 and 10, at the grid's 1,320 steps. The classic cells are the
 #    same computation as step 1's (identical accuracies), so the report pairs them by seed with step 1's controls too.
 augvae bench "$DATA" --out "$RUN/small-cnn-z3" --per-class 5,10 --steps 1320 --no-convergence-check \
     --arms classic,classic+transplant,classic+blurmask "${COMMON[@]}" --min-steps 1200 --extract-mask-low 3 --extract-mask-high 5
-augvae bench --report-only --out "$RUN/small-cnn-z3" --report-to "$RESULTS/small-cnn-z3" --no-grids
-python benchmarks/pair_runs.py --variant "$RUN/small-cnn-z3" --grid "$RUN/small-cnn" --out "$RESULTS/small-cnn-z3/paired_with_grid.json"
+report small-cnn-z3
+pair small-cnn-z3 small-cnn paired_with_grid.json
 
 # 6. The library's default as it ships (z 3 to 5 and the empty-mask guard: a defect whose mask has no pixel above 0.5 is
 #    never drawn), k = 5, 10 and 20, at the grid's 1,320 steps: classic, classic+transplant and its blur-mask control.
@@ -82,8 +93,9 @@ cp -n "$RUN/small-cnn-z3/bench.json" "$RUN/small-cnn-guard/" 2>/dev/null || true
 cp -n "$RUN"/small-cnn-z3/cells/small-cnn__classic__*.json "$RUN/small-cnn-guard/cells/" 2>/dev/null || true
 augvae bench "$DATA" --out "$RUN/small-cnn-guard" --per-class 5,10,20 --steps 1320 --no-convergence-check \
     --arms classic,classic+transplant,classic+blurmask "${COMMON[@]}" --min-steps 1200 --extract-mask-low 3 --extract-mask-high 5
-augvae bench --report-only --out "$RUN/small-cnn-guard" --report-to "$RESULTS/small-cnn-guard" --no-grids
-python benchmarks/pair_runs.py --variant "$RUN/small-cnn-guard" --grid "$RUN/small-cnn" --out "$RESULTS/small-cnn-guard/paired_with_grid.json"
+report small-cnn-guard
+pair small-cnn-guard small-cnn paired_with_grid.json
+pair small-cnn-guard small-cnn-z3 paired_with_z3.json
 
 # 7. A re-run on another machine with the test AUROC recorded (cells of one setting are not identical across machines,
 #    so every compared arm runs here; pair_runs.py --shared none checks machine and images), at the default as it ships
@@ -108,29 +120,27 @@ augvae bench "$DATA" --out "$RUN/default/convergence" --per-class 5,10,20 --arms
 # 7c. The library's way: a generated defect replaces a defect-free sample (a random defect class each), as augvae's
 #     transforms and MixedDataset do, instead of a defect sample of its class.
 augvae bench "$DATA" --out "$RUN/gen-replaces-ok" --per-class 5,10 --arms classic+transplant --gen-replaces defect-free "${D7[@]}"
-augvae bench --report-only --out "$RUN/gen-replaces-ok" --report-to "$RESULTS/gen-replaces-ok" --no-grids
-python benchmarks/pair_runs.py --variant "$RUN/gen-replaces-ok" --grid "$RUN/default" --shared none --out "$RESULTS/gen-replaces-ok/paired_with_default.json"
+report gen-replaces-ok
+pair gen-replaces-ok default paired_with_default.json --shared none
 # 7d. The rest of the grid (k = 20, transplant alone, CutPaste at k = 20), the filter of generated samples by the
 #     real-data classifier, and two attempts to make the VAE's part count: the projection matched to each cell's
 #     brightness (--extract-match offset), and defect-free samples replaced by defect images healed by their
 #     projection (--heal-p 0.25).
 augvae bench "$DATA" --out "$RUN/default" --per-class 5,10,20 --arms "$D7ARMS" "${D7[@]}"
-# The report refuses a folder holding files it does not write (paired_arms.json), so the pairs go in after it.
-rm -f "$RESULTS/default/paired_arms.json"
-augvae bench --report-only --out "$RUN/default" --report-to "$RESULTS/default" --no-grids
-python benchmarks/pair_runs.py --variant "$RUN/default" --grid "$RUN/default" --shared none --out "$RESULTS/default/paired_arms.json"
+report default
+pair default default paired_arms.json --shared none
 augvae bench "$DATA" --out "$RUN/filter0.5" --per-class 5,10 --arms classic+transplant --filter-confidence 0.5 "${D7[@]}"
-augvae bench --report-only --out "$RUN/filter0.5" --report-to "$RESULTS/filter0.5" --no-grids
-python benchmarks/pair_runs.py --variant "$RUN/filter0.5" --grid "$RUN/default" --shared none --out "$RESULTS/filter0.5/paired_with_default.json"
+report filter0.5
+pair filter0.5 default paired_with_default.json --shared none
 augvae bench "$DATA" --out "$RUN/match-offset" --per-class 5,10 --arms classic+transplant --extract-match offset "${D7[@]}"
-augvae bench --report-only --out "$RUN/match-offset" --report-to "$RESULTS/match-offset" --no-grids
-python benchmarks/pair_runs.py --variant "$RUN/match-offset" --grid "$RUN/default" --shared none --out "$RESULTS/match-offset/paired_with_default.json"
+report match-offset
+pair match-offset default paired_with_default.json --shared none
 augvae bench "$DATA" --out "$RUN/heal0.25" --per-class 5,10 --heal-p 0.25 --arms classic+transplant,classic+blurmask "${D7[@]}"
-augvae bench --report-only --out "$RUN/heal0.25" --report-to "$RESULTS/heal0.25" --no-grids
-python benchmarks/pair_runs.py --variant "$RUN/heal0.25" --grid "$RUN/default" --shared none --out "$RESULTS/heal0.25/paired_with_default.json"
+report heal0.25
+pair heal0.25 default paired_with_default.json --shared none
 # 7e. ResNet-18 at the default as it ships, with the AUROC: k = 5, three arms, the cut budget of step 3 (400 steps).
 CELLS=$(for s in 0 1 2 3 4; do for a in classic classic+transplant classic+relabel; do printf 'resnet18__%s__k5__s%s,' "$a" "$s"; done; done)
 augvae bench "$DATA" --out "$RUN/resnet18-default" --classifiers resnet18 --per-class 5,10 \
     --arms classic,classic+transplant,classic+relabel --cell "${CELLS%,}" "${D7[@]}" --steps 400
-augvae bench --report-only --out "$RUN/resnet18-default" --report-to "$RESULTS/resnet18-default" --no-grids
-python benchmarks/pair_runs.py --variant "$RUN/resnet18-default" --grid "$RUN/resnet18-default" --shared none --out "$RESULTS/resnet18-default/paired_arms.json"
+report resnet18-default
+pair resnet18-default resnet18-default paired_arms.json --shared none
