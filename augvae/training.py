@@ -375,12 +375,13 @@ def train(
                 sums += torch.tensor([terms.loss.item(), terms.recon.item(), terms.kl.item()], dtype=torch.float64)
                 kl_dims += terms.kl_per_dim.detach().cpu().double()
                 n_batches += 1
-            if not all(math.isfinite(v) for v in sums.tolist()):
+            mean = (sums / n_batches).tolist()
+            why = divergence(mean[0] if all(math.isfinite(v) for v in mean) else math.nan, [row["loss"] for row in history])
+            if why:
                 kept = f"; {root} keeps the checkpoint of epoch {history[-1]['epoch']}" if root is not None and history else ""
                 where = f": delete {root} (or choose another --out) and " if root is not None else ": "
-                raise DataError(f"training diverged at epoch {epoch} (loss is NaN or infinite){kept}{where}retry with a lower "
+                raise DataError(f"training diverged at epoch {epoch} ({why}){kept}{where}retry with a lower "
                                 f"--lr (now {train_config.lr}) or --optimizer adam")
-            mean = (sums / n_batches).tolist()
             kl_dims /= n_batches
             row = {"epoch": epoch, "loss": mean[0], "recon": mean[1], "kl": mean[2], "beta": beta,
                    "active_units": active_units(kl_dims), "seconds": time.perf_counter() - t0}
@@ -444,6 +445,36 @@ def check_model_output(root: Path) -> None:
 
 
 #: Optimizer steps above which training is refused: at about 20 steps/s on a CPU, a week.
+# An epoch whose mean loss is this many times the lowest earlier epoch's has diverged while still finite: a 128-px
+# VAE at the 64-px learning rate reached a KL of 1e35 by its third epoch, hours before a NaN would have stopped it.
+# The loss is a sum of non-negative terms (BCE or MSE, and beta * KL), and a run that learns moves it by far less:
+# the KL warm-up's rise of beta at most adds the KL, a few times the reconstruction term.
+DIVERGENCE_FACTOR = 1e4
+
+
+def divergence(loss: float, earlier: Sequence[float]) -> str:
+    """Why an epoch's mean loss says training diverged, or ``""`` when it does not.
+
+    Args:
+        loss: this epoch's mean loss.
+        earlier: the mean losses of the epochs before it (empty for the first).
+
+    Example:
+        >>> divergence(float("nan"), [])
+        'loss is NaN or infinite'
+        >>> divergence(3e9, [2000.0, 1800.0])
+        'loss grew from 1.8e+03 to 3e+09'
+        >>> divergence(2500.0, [2000.0, 1800.0])
+        ''
+    """
+    if not math.isfinite(loss):
+        return "loss is NaN or infinite"
+    low = min((v for v in earlier if math.isfinite(v) and v > 0), default=None)
+    if low is not None and loss > DIVERGENCE_FACTOR * low:
+        return f"loss grew from {low:.2g} to {loss:.2g}"
+    return ""
+
+
 MAX_TRAIN_STEPS = 10_000_000
 
 

@@ -139,3 +139,25 @@ def test_resume_after_a_kill_between_the_last_checkpoint_and_its_weights(tmp_pat
     a, b = ConvVAE.load(tmp_path / "a").state_dict(), full.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not list((tmp_path / "a").glob(".*.tmp"))
+
+
+def test_a_loss_that_explodes_while_finite_stops_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose loss grows by orders of magnitude has diverged, NaN or not (a 128-px VAE reached a KL of 1e35)."""
+    from augvae.model import LossTerms
+
+    real, calls = ConvVAE.loss, []
+
+    def exploding(self: ConvVAE, x: torch.Tensor, out: object, beta: float | None = None) -> LossTerms:
+        terms = real(self, x, out, beta)  # type: ignore[arg-type]
+        calls.append(1)
+        blow = 1.0 if len(calls) <= 2 else 1e6  # 4 images in batches of 2: epoch 1 is normal, epoch 2 explodes
+        return LossTerms(terms.loss * blow, terms.recon * blow, terms.kl, terms.kl_per_dim)
+
+    monkeypatch.setattr(ConvVAE, "loss", exploding)
+    cfg = recipe_config("small-set", epochs=3, batch_size=2, checkpoint_every=1)
+    with pytest.raises(DataError, match=r"diverged at epoch 2 \(loss grew from .* to .*e\+0[89]\).*checkpoint of epoch 1.*lower --lr"):
+        train(_blobs(), ModelConfig(image_size=28), cfg, out_dir=tmp_path / "m", progress=False)
+    calls.clear()
+    monkeypatch.setattr(ConvVAE, "loss", real)
+    res = train(_blobs(), ModelConfig(image_size=28), cfg, progress=False)  # the same run, unharmed, is not stopped
+    assert len(res.history) == 3
