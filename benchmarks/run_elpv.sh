@@ -145,5 +145,10 @@ for k in 5 10; do
   augvae bench "$DATA" --out "$RUN/resnet18-default" --classifiers resnet18 --per-class 5,10 \
       --arms classic,classic+transplant,classic+relabel --cell "${CELLS%,}" "${D7[@]}" --steps 400
 done
+# 7g. The same at k = 20, in a folder of its own (a run folder's k list is part of its settings). About 26 minutes.
+augvae bench "$DATA" --out "$RUN/resnet18-default-k20" --classifiers resnet18 --per-class 20 \
+    --arms classic,classic+transplant,classic+relabel "${D7[@]}" --steps 400
 report resnet18-default
 pair resnet18-default resnet18-default paired_arms.json --shared none
+report resnet18-default-k20
+pair resnet18-default-k20 resnet18-default-k20 paired_arms.json --shared none
