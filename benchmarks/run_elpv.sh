@@ -152,3 +152,8 @@ report resnet18-default
 pair resnet18-default resnet18-default paired_arms.json --shared none
 report resnet18-default-k20
 pair resnet18-default-k20 resnet18-default-k20 paired_arms.json --shared none
+# 7h. Half the generated share (gen_p 0.25 instead of 0.5), classic+transplant at k = 5 and 10, paired with 7a. About
+#     11 minutes with 2 jobs.
+augvae bench "$DATA" --out "$RUN/genp0.25" --per-class 5,10 --arms classic+transplant --gen-p 0.25 "${D7[@]}"
+report genp0.25
+pair genp0.25 default paired_with_default.json --shared none
