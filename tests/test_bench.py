@@ -725,3 +725,28 @@ def test_convergence_compares_conclusions_not_the_signs_of_noise() -> None:
     (row,) = convergence_outcome(gain, loss)
     assert (conclusion(row["short"]["accuracy"]), conclusion(row["long"]["accuracy"])) == ("better", "worse")
     assert row["same_conclusion"] is False
+
+
+def test_convergence_checks_the_auroc_as_well_as_the_accuracy() -> None:
+    """A longer budget that keeps the accuracy conclusion but turns the ranking's is a changed conclusion, named as such."""
+    from augvae.bench.report import _headline_lines, convergence_outcome
+
+    def cells(accs: dict[str, list[float]], aurocs: dict[str, list[float]] | None, steps: int) -> list[dict]:
+        return [{"classifier": "small-cnn", "arm": arm, "k": 5, "seed": s, "steps": steps,
+                 "metrics": {"accuracy": a, "macro_f1": a, **({"auroc": aurocs[arm][s]} if aurocs else {})}}
+                for arm, values in accs.items() for s, a in enumerate(values)]
+
+    acc = {"original": [0.80, 0.82, 0.78, 0.81, 0.79], "classic": [0.85, 0.86, 0.84, 0.86, 0.83]}  # better at both budgets
+    tie = {"original": [0.90, 0.91, 0.89, 0.90, 0.92], "classic": [0.91, 0.90, 0.89, 0.91, 0.91]}
+    worse = {"original": [0.90, 0.91, 0.89, 0.90, 0.92], "classic": [0.86, 0.87, 0.85, 0.86, 0.87]}
+    (row,) = convergence_outcome(cells(acc, tie, 100), cells(acc, worse, 200))
+    assert row["same_conclusion"] is True and row["same_conclusion_auroc"] is False
+    text = "\n".join(_headline_lines({"convergence": [row]}))
+    assert "**the conclusion changed** for classic vs original at k=5 (AUROC)" in text and "Δ AUROC at 100 steps" in text
+    (row,) = convergence_outcome(cells(acc, tie, 100), cells(acc, tie, 200))
+    assert row["same_conclusion_auroc"] is True
+    assert "did not change for any pair with at least 2 seeds in accuracy or AUROC" in "\n".join(_headline_lines({"convergence": [row]}))
+    (row,) = convergence_outcome(cells(acc, None, 100), cells(acc, None, 200))  # cells from before the AUROC was recorded
+    assert row["same_conclusion_auroc"] is None
+    text = "\n".join(_headline_lines({"convergence": [row]}))
+    assert "AUROC" not in text and "did not change" in text

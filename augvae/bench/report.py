@@ -201,9 +201,12 @@ def convergence_outcome(cells: Sequence[dict[str, Any]], long_cells: Sequence[di
 
     Both sides use the seeds the rerun has finished (paired the same way). The conclusion of a pair
     at one budget is one of three (:func:`conclusion`): ``better`` or ``worse`` (paired t p < 0.05)
-    or ``no difference``. ``same_conclusion`` is True when both budgets reach the same one, and None
-    (undecided) while the rerun has fewer than 2 seeds of a pair. (The sign of a difference that is
-    not significant is not a conclusion: +0.000 at one budget and +0.003 at the other agree.)
+    or ``no difference``. ``same_conclusion`` is True when both budgets reach the same one in accuracy,
+    and None (undecided) while the rerun has fewer than 2 seeds of a pair. (The sign of a difference
+    that is not significant is not a conclusion: +0.000 at one budget and +0.003 at the other agree.)
+    ``same_conclusion_auroc`` is the same for the test AUROC, where both budgets' cells recorded it
+    (None otherwise): an accuracy gain can be a shift of the decision that the ranking does not share,
+    so a budget must keep both conclusions.
     """
     if not long_cells:
         return []
@@ -220,12 +223,16 @@ def convergence_outcome(cells: Sequence[dict[str, Any]], long_cells: Sequence[di
             a = _pair(short, clf, k, arm, ref, only=b["seeds"]) if b is not None else None
             if a is None or b is None:
                 continue
-            da, db = a["accuracy"], b["accuracy"]
             decided = len(b["seeds"]) >= 2
-            same = conclusion(da) == conclusion(db) if decided else None
+
+            def same(metric: str) -> bool | None:
+                if not decided or metric not in a or metric not in b:
+                    return None
+                return conclusion(a[metric]) == conclusion(b[metric])
+
             rows.append({"classifier": clf, "arm": arm, "versus": ref, "k": k, "steps": short[(clf, arm, k)][a["seeds"][0]]["steps"],
                          "steps_long": long_[(clf, arm, k)][b["seeds"][0]]["steps"], "short": a, "long": b,
-                         "same_conclusion": same})
+                         "same_conclusion": same("accuracy"), "same_conclusion_auroc": same("auroc")})
     return rows
 
 
@@ -596,10 +603,12 @@ def _headline_lines(res: dict[str, Any]) -> list[str]:
                                    *au(c)] for c in head["transplant_vs_control"]]), ""]
     conv = res.get("convergence") or []
     if conv:
-        changed = [c for c in conv if c["same_conclusion"] is False]
+        with_auroc = all("auroc" in c["short"] and "auroc" in c["long"] for c in conv)
+        measures = [("accuracy", "same_conclusion")] + ([("AUROC", "same_conclusion_auroc")] if with_auroc else [])
+        changed = [f"{c['arm']} vs {c['versus']} at k={c['k']} ({name})" for name, key in measures for c in conv if c.get(key) is False]
         undecided = [c for c in conv if c["same_conclusion"] is None]
-        verdict = ("**the conclusion changed** for " + ", ".join(f"{c['arm']} vs {c['versus']} at k={c['k']}" for c in changed)) \
-            if changed else "the conclusion did not change for any pair with at least 2 seeds"
+        verdict = ("**the conclusion changed** for " + ", ".join(changed)) if changed else \
+            "the conclusion did not change for any pair with at least 2 seeds" + (" in accuracy or AUROC" if with_auroc else "")
         if undecided:
             verdict += f" ({len(undecided)} pair(s) undecided: fewer than 2 seeds rerun)"
         plan = res.get("convergence_plan") or {}
@@ -609,12 +618,16 @@ def _headline_lines(res: dict[str, Any]) -> list[str]:
                   f"{conv[0]['steps_long']} steps instead of {conv[0]['steps']}, each pair on the seeds rerun: {verdict}.", ""]
         if plan.get("missing"):
             lines += [f"**The convergence check is incomplete: {plan['missing']} of its {plan['cells']} cells have not finished.**", ""]
-        lines += [markdown_table(["classifier", "arm", "versus", "k", f"Δ accuracy at {conv[0]['steps']} steps",
-                                  f"Δ at {conv[0]['steps_long']} steps", "conclusion", "same conclusion"],
-                                 [[c["classifier"], c["arm"], c["versus"], c["k"], _delta(c["short"], "accuracy"),
-                                   _delta(c["long"], "accuracy"),
-                                   f"{conclusion(c['short']['accuracy'])} → {conclusion(c['long']['accuracy'])}",
-                                   {True: "yes", False: "**no**", None: "undecided"}[c["same_conclusion"]]] for c in conv]), "",
+        yes = {True: "yes", False: "**no**", None: "undecided"}
+        cols = ["classifier", "arm", "versus", "k"]
+        for name, _ in measures:
+            cols += [f"Δ {name} at {conv[0]['steps']} steps", f"Δ at {conv[0]['steps_long']} steps", "conclusion", "same conclusion"]
+        rows = [[c["classifier"], c["arm"], c["versus"], c["k"],
+                 *[v for name, key in measures for v in (
+                     _delta(c["short"], name.lower()), _delta(c["long"], name.lower()),
+                     f"{conclusion(c['short'][name.lower()])} → {conclusion(c['long'][name.lower()])}", yes[c.get(key)])]]
+                for c in conv]
+        lines += [markdown_table(cols, rows), "",
                   "A pair's conclusion at one budget: `better` or `worse` (paired t p < 0.05), or `no difference`.", "",
                   "![convergence](convergence.png)", ""]
     return lines
