@@ -157,3 +157,12 @@ pair resnet18-default-k20 resnet18-default-k20 paired_arms.json --shared none
 augvae bench "$DATA" --out "$RUN/genp0.25" --per-class 5,10 --arms classic+transplant --gen-p 0.25 "${D7[@]}"
 report genp0.25
 pair genp0.25 default paired_with_default.json --shared none
+# 7i. The convergence check at k = 5 and 20 (classic and classic+transplant at twice the steps; original was not rerun
+#     for time). About 45 minutes with 2 jobs. The report of step 7d merges it: rerun `report default` after it.
+for k in 5 20; do
+  CELLS=$(for s in 0 1 2 3 4; do for a in classic classic+transplant; do printf 'small-cnn__%s__k%s__s%s,' "$a" "$k" "$s"; done; done)
+  augvae bench "$DATA" --out "$RUN/default/convergence" --per-class 5,10,20 --arms original,classic,classic+transplant \
+      --cell "${CELLS%,}" "${D7[@]}" --steps 2640
+done
+report default
+pair default default paired_arms.json --shared none
