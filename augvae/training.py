@@ -376,7 +376,8 @@ def train(
                 kl_dims += terms.kl_per_dim.detach().cpu().double()
                 n_batches += 1
             mean = (sums / n_batches).tolist()
-            why = divergence(mean[0] if all(math.isfinite(v) for v in mean) else math.nan, [row["loss"] for row in history])
+            why = divergence(mean[0] if all(math.isfinite(v) for v in mean) else math.nan, [row["loss"] for row in history],
+                             model_config.channels * model_config.image_size**2 + model_config.latent_dim)
             if why:
                 kept = f"; {root} keeps the checkpoint of epoch {history[-1]['epoch']}" if root is not None and history else ""
                 where = f": delete {root} (or choose another --out) and " if root is not None else ": "
@@ -445,30 +446,36 @@ def check_model_output(root: Path) -> None:
 
 
 #: Optimizer steps above which training is refused: at about 20 steps/s on a CPU, a week.
-# An epoch whose mean loss is this many times the lowest earlier epoch's has diverged while still finite: a 128-px
-# VAE at the 64-px learning rate reached a KL of 1e35 by its third epoch, hours before a NaN would have stopped it.
-# The loss is a sum of non-negative terms (BCE or MSE, and beta * KL), and a run that learns moves it by far less:
-# the KL warm-up's rise of beta at most adds the KL, a few times the reconstruction term.
+# Divergence while the loss is still finite. The loss is the per-image sum of non-negative terms (BCE or MSE over
+# C x S x S pixels, and beta * KL over the latent units), so a run that learns stays within a few units per value:
+# about 0.7 per pixel at the start for BCE, at most 1 for MSE, and a KL of a few nats per unit. A loss 10,000 times
+# that per value, or 10,000 times the lowest earlier epoch's, is a run that blew up: a 128-px VAE at the 64-px learning
+# rate had a loss of 4.5e33 (a KL of 1e35) in its first epoch, and kept going, because only a NaN stopped a run.
 DIVERGENCE_FACTOR = 1e4
 
 
-def divergence(loss: float, earlier: Sequence[float]) -> str:
+def divergence(loss: float, earlier: Sequence[float], values: int = 1) -> str:
     """Why an epoch's mean loss says training diverged, or ``""`` when it does not.
 
     Args:
-        loss: this epoch's mean loss.
+        loss: this epoch's mean loss (per image).
         earlier: the mean losses of the epochs before it (empty for the first).
+        values: the terms one image's loss sums over (pixels times channels, plus latent units).
 
     Example:
         >>> divergence(float("nan"), [])
         'loss is NaN or infinite'
-        >>> divergence(3e9, [2000.0, 1800.0])
-        'loss grew from 1.8e+03 to 3e+09'
-        >>> divergence(2500.0, [2000.0, 1800.0])
+        >>> divergence(4.5e33, [], values=128 * 128 + 16)
+        'loss is 4.5e+33, more than 10,000 per pixel and latent unit'
+        >>> divergence(2e7, [2000.0, 1800.0], values=4096 + 16)
+        'loss grew from 1.8e+03 to 2e+07'
+        >>> divergence(2500.0, [2000.0, 1800.0], values=4096 + 16)
         ''
     """
     if not math.isfinite(loss):
         return "loss is NaN or infinite"
+    if loss > DIVERGENCE_FACTOR * max(1, values):
+        return f"loss is {loss:.2g}, more than {DIVERGENCE_FACTOR:,.0f} per pixel and latent unit"
     low = min((v for v in earlier if math.isfinite(v) and v > 0), default=None)
     if low is not None and loss > DIVERGENCE_FACTOR * low:
         return f"loss grew from {low:.2g} to {loss:.2g}"
