@@ -166,3 +166,10 @@ for k in 5 20; do
 done
 report default
 pair default default paired_arms.json --shared none
+# 7j. One blend instead of a random one per sample: the feathered paste, the residual added, the seamless blend
+#     (classic+transplant, k = 5 and 10, paired with 7a). 8 to 13 minutes each with 2 jobs.
+for b in paste add poisson; do
+  augvae bench "$DATA" --out "$RUN/blend-$b" --per-class 5,10 --arms classic+transplant --blend "$b" "${D7[@]}"
+  report "blend-$b"
+  pair "blend-$b" default paired_with_default.json --shared none
+done
