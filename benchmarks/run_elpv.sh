@@ -117,6 +117,14 @@ done
 CELLS=$(for s in 0 1 2 3 4; do for a in original classic classic+transplant; do printf 'small-cnn__%s__k10__s%s,' "$a" "$s"; done; done)
 augvae bench "$DATA" --out "$RUN/default/convergence" --per-class 5,10,20 --arms original,classic,classic+transplant \
     --cell "${CELLS%,}" "${D7[@]}" --steps 2640
+# 7i. The convergence check at k = 5 and 20 (classic and classic+transplant at twice the steps; original was not rerun
+#     for time). About 45 minutes with 2 jobs. It ran after 7d on the 2026-12-07 machine;
+#     the cells are independent of 7c-7d, and 7d's report merges them.
+for k in 5 20; do
+  CELLS=$(for s in 0 1 2 3 4; do for a in classic classic+transplant; do printf 'small-cnn__%s__k%s__s%s,' "$a" "$k" "$s"; done; done)
+  augvae bench "$DATA" --out "$RUN/default/convergence" --per-class 5,10,20 --arms original,classic,classic+transplant \
+      --cell "${CELLS%,}" "${D7[@]}" --steps 2640
+done
 # 7c. The library's way: a generated defect replaces a defect-free sample (a random defect class each), as augvae's
 #     transforms and MixedDataset do, instead of a defect sample of its class.
 augvae bench "$DATA" --out "$RUN/gen-replaces-ok" --per-class 5,10 --arms classic+transplant --gen-replaces defect-free "${D7[@]}"
@@ -157,15 +165,6 @@ pair resnet18-default-k20 resnet18-default-k20 paired_arms.json --shared none
 augvae bench "$DATA" --out "$RUN/genp0.25" --per-class 5,10 --arms classic+transplant --gen-p 0.25 "${D7[@]}"
 report genp0.25
 pair genp0.25 default paired_with_default.json --shared none
-# 7i. The convergence check at k = 5 and 20 (classic and classic+transplant at twice the steps; original was not rerun
-#     for time). About 45 minutes with 2 jobs. The report of step 7d merges it: rerun `report default` after it.
-for k in 5 20; do
-  CELLS=$(for s in 0 1 2 3 4; do for a in classic classic+transplant; do printf 'small-cnn__%s__k%s__s%s,' "$a" "$k" "$s"; done; done)
-  augvae bench "$DATA" --out "$RUN/default/convergence" --per-class 5,10,20 --arms original,classic,classic+transplant \
-      --cell "${CELLS%,}" "${D7[@]}" --steps 2640
-done
-report default
-pair default default paired_arms.json --shared none
 # 7j. One blend instead of a random one per sample: the feathered paste, the residual added, the seamless blend
 #     (classic+transplant, k = 5 and 10, paired with 7a). 8 to 13 minutes each with 2 jobs.
 for b in paste add poisson; do

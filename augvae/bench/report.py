@@ -604,8 +604,9 @@ def _headline_lines(res: dict[str, Any]) -> list[str]:
     conv = res.get("convergence") or []
     if conv:
         with_auroc = all("auroc" in c["short"] and "auroc" in c["long"] for c in conv)
-        measures = [("accuracy", "same_conclusion")] + ([("AUROC", "same_conclusion_auroc")] if with_auroc else [])
-        changed = [f"{c['arm']} vs {c['versus']} at k={c['k']} ({name})" for name, key in measures for c in conv if c.get(key) is False]
+        # (name, metric key, same-conclusion key) of each measure the check compares.
+        measures = [("accuracy", "accuracy", "same_conclusion")] + ([("AUROC", "auroc", "same_conclusion_auroc")] if with_auroc else [])
+        changed = [f"{c['arm']} vs {c['versus']} at k={c['k']} ({name})" for name, _, key in measures for c in conv if c.get(key) is False]
         undecided = [c for c in conv if c["same_conclusion"] is None]
         verdict = ("**the conclusion changed** for " + ", ".join(changed)) if changed else \
             "the conclusion did not change for any pair with at least 2 seeds" + (" in accuracy or AUROC" if with_auroc else "")
@@ -620,12 +621,12 @@ def _headline_lines(res: dict[str, Any]) -> list[str]:
             lines += [f"**The convergence check is incomplete: {plan['missing']} of its {plan['cells']} cells have not finished.**", ""]
         yes = {True: "yes", False: "**no**", None: "undecided"}
         cols = ["classifier", "arm", "versus", "k"]
-        for name, _ in measures:
+        for name, _, _ in measures:
             cols += [f"Δ {name} at {conv[0]['steps']} steps", f"Δ at {conv[0]['steps_long']} steps", "conclusion", "same conclusion"]
         rows = [[c["classifier"], c["arm"], c["versus"], c["k"],
-                 *[v for name, key in measures for v in (
-                     _delta(c["short"], name.lower()), _delta(c["long"], name.lower()),
-                     f"{conclusion(c['short'][name.lower()])} → {conclusion(c['long'][name.lower()])}", yes[c.get(key)])]]
+                 *[v for _, m, key in measures for v in (
+                     _delta(c["short"], m), _delta(c["long"], m),
+                     f"{conclusion(c['short'][m])} → {conclusion(c['long'][m])}", yes[c.get(key)])]]
                 for c in conv]
         lines += [markdown_table(cols, rows), "",
                   "A pair's conclusion at one budget: `better` or `worse` (paired t p < 0.05), or `no difference`.", "",
