@@ -268,6 +268,9 @@ class ExtractConfig:
             raise ConfigError(f"reference_images must be from 2 to 100000, got {self.reference_images}")
 
 
+#: Largest shift of a transplanted defect, as a fraction of the image side: the default of every entry point.
+TRANSPLANT_TRANSLATE = 0.25
+
 #: Largest ``augvae generate --n``.
 MAX_GENERATE = 1_000_000
 GENERATE_MODES = ("overlay", "transplant", "grid", "prior", "interpolate")
@@ -290,6 +293,10 @@ class GenerateConfig:
     formulation: str = _h("overlay: sum (the paper's), mean, offset or residual", default="residual")
     backgrounds: str = _h("transplant: a folder of defect-free images to put the defects onto", default="")
     blend: str = _h("transplant: add, paste, poisson or random", default="random")
+    translate: float = _h("transplant: largest shift of a defect, as a fraction of the image side (0: where it was found)",
+                          default=TRANSPLANT_TRANSLATE)
+    rotate: bool = _h("transplant: the 90-degree rotations of a defect as well as its flips (off: surfaces with an "
+                      "orientation, such as solar cells' busbars)", default=True)
     scale: float = _h("overlay: sample around each source centre with this many posterior std (0 = centres)", default=0.0)
     same_class: bool = _h("overlay: combine sources of one class only; transplant: defects of one class per image, "
                             "which gets that class (otherwise defects of any classes and a mixed label)", default=False)
@@ -320,6 +327,8 @@ class GenerateConfig:
             raise ConfigError(f"step must be > 0, got {self.step}")
         if not (math.isfinite(self.scale) and self.scale >= 0):
             raise ConfigError(f"scale must be >= 0, got {self.scale}")
+        if not (math.isfinite(self.translate) and 0 <= self.translate <= 1):
+            raise ConfigError(f"translate must be from 0 to 1 (a fraction of the image side), got {self.translate}")
         if self.n > MAX_GENERATE:
             raise ConfigError(f"n must be at most {MAX_GENERATE:,} images per run, got {self.n:,} (at ~1 MB of PNG per 1,000 "
                               f"64-px images that is {self.n / 1e6:,.0f} GB); generate in several runs with different --seed")

@@ -75,7 +75,7 @@ def _batches(cfg: GenerateConfig, model_dir: str | os.PathLike[str]) -> tuple[in
         sources = load_sources(model_dir)
         # k defects of one class (the image gets that class), or of any classes (a soft label).
         opts = OverlayOptions(policy="onto-background" if cfg.same_class else "soft", formulation="transplant", k=cfg.k,
-                              blend=cfg.blend)
+                              blend=cfg.blend, translate=cfg.translate, rotate=cfg.rotate)
         resize_policy = loaded.train_config.resize_policy if loaded.train_config else "resize"
         bg = load_folder(cfg.backgrounds, model.config.image_size, model.config.channels, resize_policy)
         names = [Path(p).name for p in bg.paths]

@@ -172,3 +172,25 @@ for b in paste add poisson; do
   report "blend-$b"
   pair "blend-$b" default paired_with_default.json --shared none
 done
+# 7k. Defects kept where they were found and as they were oriented (--translate 0 --no-transplant-rotate: flips only;
+#     ELPV's busbars run one way, and a rotated or shifted defect brings a crossways or displaced piece of busbar
+#     along): classic+transplant and its blur control, k = 5 and 10, paired with 7a. About 25 minutes with 2 jobs.
+augvae bench "$DATA" --out "$RUN/aligned" --per-class 5,10 --arms classic+transplant,classic+blurmask \
+    --no-transplant-rotate --translate 0 "${D7[@]}"
+report aligned
+pair aligned default paired_with_default.json --shared none
+# 7l. The convergence check of ResNet-18 at k = 5: classic and classic+transplant at twice the cut budget (800
+#     steps). About 9 minutes a cell with 2 jobs; report resnet18-default merges it.
+CELLS=$(for s in 0 1 2 3 4; do for a in classic classic+transplant; do printf 'resnet18__%s__k5__s%s,' "$a" "$s"; done; done)
+augvae bench "$DATA" --out "$RUN/resnet18-default/convergence" --classifiers resnet18 --per-class 5,10 \
+    --arms classic,classic+transplant,classic+relabel --cell "${CELLS%,}" "${D7[@]}" --steps 800
+report resnet18-default
+pair resnet18-default resnet18-default paired_arms.json --shared none
+# 7m. original at twice the steps at k = 5 and 20 (7i left it out for time); report default merges it.
+for k in 5 20; do
+  CELLS=$(for s in 0 1 2 3 4; do printf 'small-cnn__original__k%s__s%s,' "$k" "$s"; done)
+  augvae bench "$DATA" --out "$RUN/default/convergence" --per-class 5,10,20 --arms original,classic,classic+transplant \
+      --cell "${CELLS%,}" "${D7[@]}" --steps 2640
+done
+report default
+pair default default paired_arms.json --shared none

@@ -22,6 +22,7 @@ from augvae.data.synthetic import make_image, write_dataset
 from augvae.errors import ConfigError, DataError
 from augvae.overlay.combine import placement_matrix, poisson_blend, transplant
 from augvae.overlay.extract import blur_projector, extract_defects, vae_projector
+from augvae.overlay.policy import OverlayOptions
 from augvae.training import train
 
 S = 32
@@ -135,6 +136,25 @@ def test_transplant_keeps_the_defect_and_leaves_the_background() -> None:
             assert not torch.allclose(out, base)
     zero = transplant(base, image, residual, mask, theta, torch.zeros(4, 1), torch.zeros(4, 1, dtype=torch.long))
     assert torch.equal(zero, base.clamp(0, 1))  # weight 0 leaves the image as it was
+
+
+def test_placement_without_rotation_keeps_a_defects_orientation() -> None:
+    """``rotate=False`` draws only the 4 flips: a horizontal bar (a busbar's piece) never turns vertical."""
+    bar = torch.zeros(64, 1, S, S)
+    bar[..., 12:14, 4:24] = 1.0  # 2 rows high, 20 columns wide, off-centre
+    u = torch.rand(64, 4, generator=torch.Generator().manual_seed(1))
+    u[:, 1:3] = 0.5  # no shift
+    u[:, 3] = 0.5
+    from augvae.overlay.combine import warp
+
+    def rows_cols(rotate: bool) -> set[tuple[int, int]]:
+        moved = warp(bar, placement_matrix(u, S, S, translate=0.25, rotate=rotate), S, S)[:, 0] > 0.5
+        return {(int(m.any(1).sum()), int(m.any(0).sum())) for m in moved}  # (rows, columns) each moved bar spans
+
+    assert rows_cols(rotate=False) == {(2, 20)}
+    assert rows_cols(rotate=True) == {(2, 20), (20, 2)}
+    with pytest.raises(ConfigError, match="rotate must be True or False"):
+        OverlayOptions(rotate="no")
 
 
 def test_poisson_blend_matches_the_border_and_keeps_the_gradients() -> None:
@@ -274,6 +294,18 @@ def test_generate_transplant_writes_a_manifest(model_dir: Path, folder: Path, tm
         assert r["label"] in ("crack", "pore", "crack:0.50+pore:0.50")  # two defects: one class, or half of each
     with Image.open(out / rows[0]["file"]) as im:
         assert im.size == (S, S)
+
+
+def test_generate_transplant_in_place_without_rotation(model_dir: Path, folder: Path, tmp_path: Path) -> None:
+    """``--translate 0 --no-rotate``: every defect keeps its place and orientation (flips only: d4 codes 0-3)."""
+    out = tmp_path / "gen"
+    assert main(["generate", str(model_dir), "--out", str(out), "--mode", "transplant", "--backgrounds", str(folder / "clean"),
+                 "--n", "24", "--k", "1", "--translate", "0", "--no-rotate", "-q"]) == 0
+    placements = [r["placement"] for r in csv.DictReader((out / "manifest.csv").open())]
+    assert len(placements) == 24 and all(" dy=0 dx=0 " in p for p in placements)
+    assert {p.split()[0] for p in placements} <= {"d4=0", "d4=1", "d4=2", "d4=3"}
+    assert main(["generate", str(model_dir), "--out", str(tmp_path / "bad"), "--mode", "transplant", "--backgrounds",
+                 str(folder / "clean"), "--translate", "2", "-q"]) != 0  # a clear error, not a traceback
 
 
 def test_inspect_shows_each_defect_and_names_the_sources(model_dir: Path, folder: Path, tmp_path: Path) -> None:

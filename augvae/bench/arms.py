@@ -545,11 +545,11 @@ def _transplant_set(kind: str, train_set: ImageSet, cfg: BenchConfig, cache: Pat
         info["vae_train_paths"] = vae.info["train_paths"]
         defects = extract_defects(defect_images, vae_projector(vae.model), cfg.extract, reference=reference)
         opts = OverlayOptions(policy="same-class", formulation="transplant", k=cfg.transplant_k, blend=cfg.blend,
-                              translate=cfg.translate)
+                              translate=cfg.translate, rotate=cfg.transplant_rotate)
     elif kind == "blurmask":
         defects = extract_defects(defect_images, blur_projector(cfg.blur_sigma), cfg.extract, reference=reference)
         opts = OverlayOptions(policy="same-class", formulation="transplant", k=cfg.transplant_k, blend=cfg.blend,
-                              translate=cfg.translate)
+                              translate=cfg.translate, rotate=cfg.transplant_rotate)
     else:  # cutpaste: a random rectangle of a defect image, pasted anywhere, not flipped
         defects = _rectangles(defect_images, 16, seed)
         defect_rows = defect_rows.repeat_interleave(16)

@@ -26,6 +26,7 @@ from typing import Any
 from augvae.config import (
     DEVICES,
     RESIZE_POLICIES,
+    TRANSPLANT_TRANSLATE,
     ExtractConfig,
     ModelConfig,
     _check_types,
@@ -68,7 +69,8 @@ GRID_FIELDS: tuple[str, ...] = ("arms", "classifiers", "per_class", "seeds", "fi
 RUN_FIELDS: tuple[str, ...] = ("jobs", "threads", "device", "convergence_check")
 #: Settings added after cells were committed, with the value that computes what those cells computed: left out of
 #: the fingerprint at that value, so earlier run folders still resume (``(section, field)``, ``""`` for the top level).
-ADDED_LATER: dict[tuple[str, str], Any] = {("extract", "match"): "none", ("", "heal_p"): 0.0, ("", "gen_replaces"): "defect"}
+ADDED_LATER: dict[tuple[str, str], Any] = {("extract", "match"): "none", ("", "heal_p"): 0.0, ("", "gen_replaces"): "defect",
+                                           ("", "transplant_rotate"): True}
 
 
 def _default_vae() -> ModelConfig:
@@ -126,7 +128,10 @@ class BenchConfig:
     overlay_scale: float = _h("vae arms: sample around each source centre with this many posterior std (0 = centres)", default=0.0)
     blend: str = _h("transplant arms: " + ", ".join(BLEND_CHOICES), default="random")
     transplant_k: int = _h("transplant arms: defects put onto one image", default=1)
-    translate: float = _h("transplant arms: largest shift of a defect, as a fraction of the image side", default=0.25)
+    translate: float = _h("transplant arms: largest shift of a defect, as a fraction of the image side",
+                          default=TRANSPLANT_TRANSLATE)
+    transplant_rotate: bool = _h("transplant arms and their blur control: the 90-degree rotations of a defect as well as its "
+                                 "flips (off: surfaces with an orientation, such as solar cells' busbars)", default=True)
     gen_replaces: str = _h("transplant arms and their controls, with background_class: the samples a generated one replaces: "
                       "defect (a defect sample, by one of its class: the class balance stays) or defect-free (a defect-free "
                       "sample, by one of a random defect class, as augvae's transforms and MixedDataset do by default: every "

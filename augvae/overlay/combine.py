@@ -173,15 +173,16 @@ def residual_composite(base: Tensor, decoded: Tensor, reference: Tensor, w: Tens
 
 
 def placement_matrix(u: Tensor, height: int, width: int, translate: float = 0.25, zoom: tuple[float, float] = (1.0, 1.0),
-                     flip: bool = True) -> Tensor:
+                     flip: bool = True, rotate: bool = True) -> Tensor:
     """Sampling matrices (..., 2, 3) of a random placement, from uniforms ``u`` (..., 4) in [0, 1).
 
-    ``u[..., 0]`` picks one of the 8 flips / 90-degree rotations (only flips on non-square images,
-    where a rotation would stretch), ``u[..., 1:3]`` a translation of up to ``translate`` times the
+    ``u[..., 0]`` picks one of the 8 flips / 90-degree rotations (only the 4 flips where ``rotate``
+    is False, and on non-square images, where a rotation would stretch; none where ``flip`` is False), ``u[..., 1:3]`` a translation of up to ``translate`` times the
     side, rounded to whole pixels so that the real pixels stay sharp, and ``u[..., 3]`` a zoom in
     ``zoom``. The matrices map output coordinates to source coordinates, as ``F.affine_grid`` wants.
     """
-    code = (u[..., 0] * 8).long().clamp(0, 7) if flip else torch.zeros_like(u[..., 0], dtype=torch.long)
+    n = 8 if rotate else 4  # codes 0-3 are the flips, 4-7 add the transpose
+    code = (u[..., 0] * n).long().clamp(0, n - 1) if flip else torch.zeros_like(u[..., 0], dtype=torch.long)
     t = ((code >> 2) & 1).to(u.dtype) * (1.0 if height == width else 0.0)  # transpose only square images
     fx = 1.0 - 2.0 * (code & 1).to(u.dtype)
     fy = 1.0 - 2.0 * ((code >> 1) & 1).to(u.dtype)

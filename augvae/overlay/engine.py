@@ -135,7 +135,8 @@ def render(src: VAESources, images: Tensor, plan: Plan, opts: OverlayOptions, dr
     base = images if opts.keep_input else resize(src.x_ref, h, w_).expand(b, ch, h, w_)
     if opts.formulation == "transplant":
         slot = src.defect_slot[idx[:, :k]].clamp_min(0)  # (B, k); unused slots carry weight 0
-        theta = placement_matrix(draws.place[:, :k].to(images.dtype), h, w_, opts.translate, opts.zoom_range, opts.flip)
+        theta = placement_matrix(draws.place[:, :k].to(images.dtype), h, w_, opts.translate, opts.zoom_range, opts.flip,
+                                 opts.rotate)
         out = transplant(base, src.d_image[slot], src.d_residual[slot], src.d_mask[slot], theta, w[:, :k].to(images.dtype),
                          _blend_codes(opts, draws.mix[:, :k]), opts.blends)
         return torch.where(plan.valid[:, None, None, None], out.to(images.dtype), images)
@@ -226,7 +227,7 @@ def _records(src: VAESources, plan: Plan, opts: OverlayOptions, draws: Draws, ba
         if opts.formulation == "transplant":
             u = draws.place[i]
             for j in used:
-                code = int(u[j, 0] * 8) if opts.flip else 0
+                code = int(u[j, 0] * (8 if opts.rotate else 4)) if opts.flip else 0
                 dy = round(float(2 * u[j, 2] - 1) * opts.translate * height)
                 dx = round(float(2 * u[j, 1] - 1) * opts.translate * width)
                 lo, hi = opts.zoom_range

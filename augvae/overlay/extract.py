@@ -35,7 +35,7 @@ from augvae._imageops import blur, dilate, resize
 from augvae.config import ExtractConfig
 from augvae.errors import InputError
 
-__all__ = ["EMPTY_MASK_FIX", "extract_defects", "estimate_masks", "usable_defects", "vae_projector", "blur_projector",
+__all__ = ["EMPTY_MASK_FIX", "extract_defects", "estimate_masks", "residual_zscore", "usable_defects", "vae_projector", "blur_projector",
            "matched_projector"]
 
 Projector = Callable[[Tensor], Tensor]
@@ -111,14 +111,24 @@ def _signed(residual: Tensor, polarity: str) -> Tensor:
     return residual.abs()
 
 
-def estimate_masks(residual: Tensor, cfg: ExtractConfig, reference_residual: Tensor | None = None) -> Tensor:
-    """Soft masks ``(M, 1, H, W)`` in [0, 1] from residuals ``(M, C, H, W)`` (see :class:`~augvae.config.ExtractConfig`).
+def residual_zscore(residual: Tensor, cfg: ExtractConfig, reference_residual: Tensor | None = None) -> Tensor:
+    """Per-pixel z-scores ``(M, 1, H, W)`` of residuals ``(M, C, H, W)``: how unusual each pixel's residual is.
+
+    The residual is signed by ``cfg.polarity``, averaged over channels and smoothed by
+    ``cfg.mask_sigma``; :func:`estimate_masks` thresholds the result. Its maximum over an image is a
+    reconstruction-based anomaly score of the image (``benchmarks/elpv_vae_score.py`` measures it).
 
     Args:
         residual: Residuals of the defect images.
-        cfg: Thresholds and smoothing.
+        cfg: Polarity and smoothing.
         reference_residual: Residuals of defect-free images at the same size: the per-pixel mean and
             spread the z-score is taken against. Without them, each image's own median and MAD.
+
+    Example:
+        >>> r = torch.zeros(1, 1, 16, 16); r[..., 8, 8] = -0.5      # one dark pixel
+        >>> z = residual_zscore(r, ExtractConfig(polarity="dark", mask_sigma=0))
+        >>> float(z[0, 0, 8, 8]) > 5, float(z[0, 0, 0, 0])
+        (True, 0.0)
     """
     score = blur(_signed(residual, cfg.polarity).mean(1, keepdim=True), cfg.mask_sigma)
     if reference_residual is not None and reference_residual.shape[0] >= 2:
@@ -132,7 +142,18 @@ def estimate_masks(residual: Tensor, cfg: ExtractConfig, reference_residual: Ten
         med = flat.median(1).values
         mad = (flat - med[:, None]).abs().median(1).values * 1.4826
         centre, spread = med.view(-1, 1, 1, 1), mad.clamp_min(0.01).view(-1, 1, 1, 1)
-    z = (score - centre) / spread
+    return (score - centre) / spread
+
+
+def estimate_masks(residual: Tensor, cfg: ExtractConfig, reference_residual: Tensor | None = None) -> Tensor:
+    """Soft masks ``(M, 1, H, W)`` in [0, 1] from residuals ``(M, C, H, W)`` (see :class:`~augvae.config.ExtractConfig`).
+
+    Args:
+        residual: Residuals of the defect images.
+        cfg: Thresholds and smoothing.
+        reference_residual: As in :func:`residual_zscore`.
+    """
+    z = residual_zscore(residual, cfg, reference_residual)
     mask = ((z - cfg.mask_low) / (cfg.mask_high - cfg.mask_low)).clamp(0.0, 1.0)
     return blur(dilate(mask, cfg.dilate), cfg.feather).clamp(0.0, 1.0)
 

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from augvae.config import check_choice
+from augvae.config import TRANSPLANT_TRANSLATE, check_choice
 from augvae.errors import ConfigError
 from augvae.overlay._names import BACKGROUND_NAMES, BLEND_CHOICES, BLENDS, FORMULATIONS, POLICIES
 from augvae.overlay.combine import check_formulation
@@ -116,6 +116,9 @@ class OverlayOptions:
         translate: ``transplant``: largest shift of a defect, as a fraction of the image side.
         zoom: ``transplant``: a number or ``(low, high)`` range of the defect's scale factor.
         flip: ``transplant``: a random flip / 90-degree rotation of each defect.
+        rotate: ``transplant``, with ``flip``: the 90-degree rotations and transposes as well as the
+            flips. False keeps each defect's orientation, for surfaces that have one (the busbars of
+            a solar cell run one way: a rotated defect brings a crossways piece of busbar along).
         classes: Class names in the order of your labels (default: the model's classes).
         background_class: The defect-free class (default: the model's, else a class named like
             :data:`BACKGROUND_NAMES`).
@@ -137,9 +140,10 @@ class OverlayOptions:
     keep_input: bool = True
     multilabel: bool = False
     blend: str = "auto"
-    translate: float = 0.25
+    translate: float = TRANSPLANT_TRANSLATE
     zoom: Any = 1.0
     flip: bool = True
+    rotate: bool = True
     classes: Any = None
     background_class: str | None = None
 
@@ -154,7 +158,7 @@ class OverlayOptions:
             raise ConfigError(f"scale must be a finite number >= 0 (posterior standard deviations), got {self.scale!r}")
         _as_range(self.weight, "weight", 0.0, 10.0, "weight=1.0 or weight=(0.5, 1.0)")
         _as_range(self.zoom, "zoom", 0.0, 4.0, "zoom=1.0 or zoom=(0.8, 1.25)")
-        for name in ("keep_input", "multilabel", "flip"):
+        for name in ("keep_input", "multilabel", "flip", "rotate"):
             _check_bool(getattr(self, name), name)
         if self.multilabel and self.policy not in ("soft",):
             raise ConfigError(f"multilabel=True makes multi-hot labels, which only the 'soft' policy produces; got policy {self.policy!r}")
