@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from augvae._imageops import resize
-from augvae.config import check_choice
+from augvae.config import TRANSPLANT_TRANSLATE, check_choice
 from augvae.errors import ConfigError, InputError
 from augvae.overlay._names import BLENDS, FORMULATIONS, LATENT_FORMULATIONS, PIXEL_FORMULATIONS
 
@@ -172,14 +172,15 @@ def residual_composite(base: Tensor, decoded: Tensor, reference: Tensor, w: Tens
     return (base + resize(residual, base.shape[-2], base.shape[-1])).clamp(0.0, 1.0)
 
 
-def placement_matrix(u: Tensor, height: int, width: int, translate: float = 0.25, zoom: tuple[float, float] = (1.0, 1.0),
-                     flip: bool = True, rotate: bool = True) -> Tensor:
+def placement_matrix(u: Tensor, height: int, width: int, translate: float = TRANSPLANT_TRANSLATE,
+                     zoom: tuple[float, float] = (1.0, 1.0), flip: bool = True, rotate: bool = True) -> Tensor:
     """Sampling matrices (..., 2, 3) of a random placement, from uniforms ``u`` (..., 4) in [0, 1).
 
     ``u[..., 0]`` picks one of the 8 flips / 90-degree rotations (only the 4 flips where ``rotate``
-    is False, and on non-square images, where a rotation would stretch; none where ``flip`` is False), ``u[..., 1:3]`` a translation of up to ``translate`` times the
-    side, rounded to whole pixels so that the real pixels stay sharp, and ``u[..., 3]`` a zoom in
-    ``zoom``. The matrices map output coordinates to source coordinates, as ``F.affine_grid`` wants.
+    is False, and on non-square images, where a rotation would stretch; none where ``flip`` is
+    False), ``u[..., 1:3]`` a translation of up to ``translate`` times the side, rounded to whole
+    pixels so that the real pixels stay sharp, and ``u[..., 3]`` a zoom in ``zoom``. The matrices
+    map output coordinates to source coordinates, as ``F.affine_grid`` wants.
     """
     n = 8 if rotate else 4  # codes 0-3 are the flips, 4-7 add the transpose
     code = (u[..., 0] * n).long().clamp(0, n - 1) if flip else torch.zeros_like(u[..., 0], dtype=torch.long)
