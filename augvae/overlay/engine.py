@@ -39,6 +39,7 @@ from augvae.overlay.combine import (
     perturb,
     placement_matrix,
     residual_composite,
+    symmetry_code,
     transplant,
 )
 from augvae.overlay.policy import Draws, OverlayOptions, Plan, draw_torch, make_plan, mix_labels
@@ -226,12 +227,13 @@ def _records(src: VAESources, plan: Plan, opts: OverlayOptions, draws: Draws, ba
                             opts.formulation, backgrounds[i] if backgrounds else None)
         if opts.formulation == "transplant":
             u = draws.place[i]
+            sym = symmetry_code(u[:, 0], opts.flip, opts.rotate).tolist()  # as render's placement_matrix draws them
             for j in used:
-                code = int(u[j, 0] * (8 if opts.rotate else 4)) if opts.flip else 0
+                code = sym[j]
                 dy = round(float(2 * u[j, 2] - 1) * opts.translate * height)
                 dx = round(float(2 * u[j, 1] - 1) * opts.translate * width)
                 lo, hi = opts.zoom_range
-                rec.placement.append(f"d4={min(code, 7)} dy={dy} dx={dx} zoom={lo + (hi - lo) * float(u[j, 3]):.3f}")
+                rec.placement.append(f"d4={code} dy={dy} dx={dx} zoom={lo + (hi - lo) * float(u[j, 3]):.3f}")
                 rec.blends.append(BLENDS[codes[i][j]])
         out.append(rec)
     return out
