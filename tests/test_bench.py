@@ -491,6 +491,27 @@ def test_classifiers_build_and_refuse_pickles(tmp_path: Path) -> None:
         create_classifier("small-cnn", 5, 1, w)
 
 
+
+def test_a_diverging_classifier_stops_at_the_step_it_diverges() -> None:
+    """A NaN loss never recovers: the loop stops at once with a one-line error, not after the remaining steps."""
+    from augvae.bench.arms import ARM_SPECS, TrainingSet, fit_classifier
+
+    class Blows(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.calls = torch.nn.Linear(16, 2), 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            out = self.lin(x.flatten(1))
+            return out * float("nan") if self.calls >= 3 else out
+
+    model = Blows()
+    ts = TrainingSet(torch.rand(8, 1, 4, 4), torch.tensor([0, 1] * 4), 2)
+    with pytest.raises(ConfigError, match=r"diverged at step 3 of 50 .*lower --lr"):
+        fit_classifier(model, ts, BenchConfig(batch_size=4), 0, ARM_SPECS["original"], torch.device("cpu"), 50)
+    assert model.calls == 3
+
 def test_quick_comparison_returns_a_table(tmp_path: Path) -> None:
     from augvae.bench.quick import quick_comparison
 

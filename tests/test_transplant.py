@@ -445,3 +445,24 @@ def test_a_background_image_alone_does_not_make_the_policy_onto_background(defec
     labels = torch.tensor([0, 0, 1, 1, 2])  # classes ok, crack, background: image 4 is the --background image
     _, defects, clean = _split_by_background(labels, ["ok", "crack", "background"], "ok", False, "small-set", background=4)
     assert defects.tolist() == [2, 3] and clean is not None and clean.tolist() == [0, 1]
+
+
+def test_a_non_square_surface_records_the_flip_it_gets(model_dir: Path) -> None:
+    """A transpose would stretch a non-square image, so none is applied there, and the manifest must not record one."""
+    from augvae.overlay.engine import transplant_onto
+    from augvae.overlay.sources import load_sources
+
+    src = load_sources(model_dir)
+
+    def codes(height: int, width: int) -> set[str]:
+        bg = torch.full((32, 1, height, width), 0.55)
+        _, _, records = transplant_onto(src, bg, [f"b{i}" for i in range(32)], OverlayOptions(),
+                                        generator=torch.Generator().manual_seed(0))
+        return {p.split()[0] for r in records for p in r.placement}
+
+    assert codes(S, S + 8) <= {"d4=0", "d4=1", "d4=2", "d4=3"}
+    assert codes(S, S) & {"d4=4", "d4=5", "d4=6", "d4=7"}  # a square surface does get the transposes
+    u = torch.rand(256, 4, generator=torch.Generator().manual_seed(2))
+    flips = u.clone()
+    flips[:, 0] = (torch.floor(u[:, 0] * 8) % 4 + 0.5) / 8  # the code without its transpose bit
+    assert torch.allclose(placement_matrix(u, S, S + 8), placement_matrix(flips, S, S + 8))  # what is recorded is applied

@@ -299,10 +299,11 @@ def fit_classifier(
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(loss.item())
+        losses.append(loss.item())  # .item() waits for the step anyway, so the check below costs nothing
+        if not math.isfinite(losses[-1]):  # stop at once: a NaN never recovers, and the rest of the steps would be wasted
+            raise ConfigError(f"classifier training diverged at step {len(losses)} of {steps} (loss NaN or infinite); "
+                              f"lower --lr (now {cfg.lr})")
     seconds = time.perf_counter() - t0
-    if not all(math.isfinite(v) for v in losses):
-        raise ConfigError(f"classifier training diverged (loss NaN or infinite); lower --lr (now {cfg.lr})")
     tenth = max(1, len(losses) // 10)
     curve = [float(np.mean(losses[i : i + tenth])) for i in range(0, len(losses), tenth)]
     model.eval()

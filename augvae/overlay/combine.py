@@ -173,22 +173,27 @@ def residual_composite(base: Tensor, decoded: Tensor, reference: Tensor, w: Tens
     return (base + resize(residual, base.shape[-2], base.shape[-1])).clamp(0.0, 1.0)
 
 
-def symmetry_code(u: Tensor, flip: bool = True, rotate: bool = True) -> Tensor:
+def symmetry_code(u: Tensor, flip: bool = True, rotate: bool = True, square: bool = True) -> Tensor:
     """Which of the 8 symmetries of the square each uniform ``u`` in [0, 1) picks (int64, same shape).
 
     Bit 0 flips x, bit 1 flips y, bit 2 transposes: codes 0-3 are the flips, 4-7 add the transpose.
     ``rotate=False`` draws from the 4 flips only; ``flip=False`` always gives 0 (the identity).
+    ``square=False`` (a non-square image, which a transpose would stretch) drops the transpose bit,
+    so the code says what is applied; the flip drawn from ``u`` is the same as on a square image.
 
     Example:
         >>> symmetry_code(torch.tensor([0.1, 0.6, 0.99])).tolist()
         [0, 4, 7]
         >>> symmetry_code(torch.tensor([0.6, 0.99]), rotate=False).tolist()
         [2, 3]
+        >>> symmetry_code(torch.tensor([0.6, 0.99]), square=False).tolist()
+        [0, 3]
     """
     if not flip:
         return torch.zeros_like(u, dtype=torch.long)
     n = 8 if rotate else 4
-    return (u * n).long().clamp(0, n - 1)
+    code = (u * n).long().clamp(0, n - 1)
+    return code if square else code & 3
 
 
 def placement_matrix(u: Tensor, height: int, width: int, translate: float = TRANSPLANT_TRANSLATE,
@@ -201,8 +206,8 @@ def placement_matrix(u: Tensor, height: int, width: int, translate: float = TRAN
     pixels so that the real pixels stay sharp, and ``u[..., 3]`` a zoom in ``zoom``. The matrices
     map output coordinates to source coordinates, as ``F.affine_grid`` wants.
     """
-    code = symmetry_code(u[..., 0], flip, rotate)
-    t = ((code >> 2) & 1).to(u.dtype) * (1.0 if height == width else 0.0)  # transpose only square images
+    code = symmetry_code(u[..., 0], flip, rotate, square=height == width)
+    t = ((code >> 2) & 1).to(u.dtype)
     fx = 1.0 - 2.0 * (code & 1).to(u.dtype)
     fy = 1.0 - 2.0 * ((code >> 1) & 1).to(u.dtype)
     dx = torch.round((2 * u[..., 1] - 1) * translate * width) * (2.0 / width)

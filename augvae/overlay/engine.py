@@ -227,7 +227,8 @@ def _records(src: VAESources, plan: Plan, opts: OverlayOptions, draws: Draws, ba
                             opts.formulation, backgrounds[i] if backgrounds else None)
         if opts.formulation == "transplant":
             u = draws.place[i]
-            sym = symmetry_code(u[:, 0], opts.flip, opts.rotate).tolist()  # as render's placement_matrix draws them
+            # as render's placement_matrix draws them (no transpose on a non-square image)
+            sym = symmetry_code(u[:, 0], opts.flip, opts.rotate, square=height == width).tolist()
             for j in used:
                 code = sym[j]
                 dy = round(float(2 * u[j, 2] - 1) * opts.translate * height)
