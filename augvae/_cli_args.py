@@ -87,7 +87,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: Seque
             nested.append((f.name, tp, default))
             continue
         flag = "--" + (prefix.replace("__", "-").replace("_", "-") + "-" if prefix else "") + f.name.replace("_", "-")
-        help_text = f"{f.metadata.get('help', '')} (default: {_shown(default)})"
+        # argparse %-formats help texts: a literal % in a field's help (e.g. "7.5%") must reach it as %%
+        help_text = f"{f.metadata.get('help', '')} (default: {_shown(default)})".replace("%", "%%")
         kw: dict[str, Any] = {"dest": _dest(prefix, f.name), "default": None, "help": help_text}
         if tp is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)

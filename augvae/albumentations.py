@@ -103,7 +103,9 @@ class VAEOverlay(OverlayAdapter, A.ImageOnlyTransform):
         opts = self.resolved(src)
         labels = parse_label(data[LABEL_KEY], src, opts.soft_labels)
         draws = draw_numpy(src, opts, 1, rng)
-        plan = make_plan(src, labels if labels.ndim == 1 else labels.argmax(1), opts, draws)
+        image = data.get("image")
+        size = (int(image.shape[0]), int(image.shape[1])) if isinstance(image, np.ndarray) and image.ndim in (2, 3) else None
+        plan = make_plan(src, labels if labels.ndim == 1 else labels.argmax(1), opts, draws, size=size)
         return {"vae_plan": plan, "vae_draws": draws, "vae_label": mix_labels(src, labels, plan, opts, plan.valid)}
 
     if _NEW_SAMPLING_API:

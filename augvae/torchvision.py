@@ -91,6 +91,20 @@ def _to_float(inpt: Any) -> Tensor:
     return check_float_values(x, "image") if image.is_floating_point() else x
 
 
+def _image_size(flat_inputs: list[Any]) -> tuple[int, int] | None:
+    """``(height, width)`` of the sample's image (what :func:`_to_float` will read), or None if none is recognisable."""
+    for x in flat_inputs:
+        if isinstance(x, PIL.Image.Image):
+            return x.height, x.width
+        if isinstance(x, tv_tensors.TVTensor) and not isinstance(x, tv_tensors.Image):
+            continue  # masks, boxes, videos...
+        if isinstance(x, np.ndarray) and x.ndim in (2, 3):
+            return int(x.shape[0]), int(x.shape[1])
+        if isinstance(x, Tensor) and x.ndim in (2, 3):
+            return int(x.shape[-2]), int(x.shape[-1])
+    return None
+
+
 def _from_float(out: Tensor, like: Any) -> Any:
     """``out`` (1, C, H, W) back in the type, layout, dtype and range of ``like``."""
     if isinstance(like, PIL.Image.Image):
@@ -159,7 +173,7 @@ class VAEOverlay(OverlayAdapter, v2.Transform):
         else:
             y = parse_label(label, src, False)
         draws = draw_torch(src, opts, 1, device="cpu")
-        plan = make_plan(src, y, opts, draws) if applied else no_plan(y)
+        plan = make_plan(src, y, opts, draws, size=_image_size(flat_inputs)) if applied else no_plan(y)
         params.update(draws=draws, plan=plan, new_label=mix_labels(src, y, plan, opts, plan.valid))
         return params
 
@@ -247,7 +261,7 @@ class BatchVAEOverlay(OverlayAdapter, v2.Transform):
         opts = self.resolved(src)
         draws = draw_torch(src, opts, x.shape[0], device=x.device)
         y = labels.to(x.device)
-        plan = make_plan(src, y.long() if y.ndim == 1 else y.argmax(1), opts, draws)
+        plan = make_plan(src, y.long() if y.ndim == 1 else y.argmax(1), opts, draws, size=(x.shape[-2], x.shape[-1]))
         plan.valid = plan.valid & (draws.apply < self.p)  # type: ignore[operator]
         new = mix_labels(src, y, plan, opts, plan.valid)
         return {"src": src, "opts": opts, "draws": draws, "plan": plan, "x": x, "format": fmt, "labels": labels,

@@ -663,6 +663,34 @@ def test_relabel_control_is_a_defect_free_image_with_the_defect_label(bench_data
         BenchConfig(gen_replaces="defect-free")
 
 
+
+@pytest.mark.parametrize("arm", ["blurmask", "cutpaste"])
+def test_a_generated_defect_sample_holds_its_defect(tmp_path: Path, arm: str) -> None:
+    """A defect placed off the frame is placed again (unplaced="redraw"); "keep-label" keeps the old rule, which labelled
+    the unchanged defect-free image defective."""
+    from augvae.bench.arms import build_training_set
+    from augvae.data.images import load_folder
+
+    data = load_folder(_defect_free_data(tmp_path, ("crack", "pore"), 4, 8), image_size=32)
+    bg = data.classes.index("clean")
+    clean = data.images[data.labels == bg]
+    cfg = BenchConfig(arms=(arm,), **{**TINY, "background_class": "clean", "translate": 1.0})
+    wanted = torch.tensor([i for i in range(3) if i != bg]).repeat(100)
+
+    def unchanged_with_defect_label(unplaced: str) -> int:
+        ts = build_training_set(arm, data, cfg.replace(unplaced=unplaced), Path("unused"), "key", 4, 0)
+        assert ts.generate is not None
+        images, targets = ts.generate(wanted, torch.Generator().manual_seed(0))
+        bare = torch.tensor([any(torch.equal(im, c) for c in clean) for im in images])
+        assert torch.equal(targets.argmax(1)[~bare], wanted[~bare])  # every sample with its defect keeps the class asked for
+        return int((bare & (targets.argmax(1) != bg)).sum())
+
+    assert unchanged_with_defect_label("redraw") == 0
+    assert unchanged_with_defect_label("keep-label") > 0  # the fault the old rule had, kept to reproduce earlier runs
+    with pytest.raises(ConfigError, match="unplaced"):
+        BenchConfig(unplaced="drop")
+    assert "unplaced" not in BenchConfig(unplaced="keep-label").cell_settings()  # earlier run folders keep their fingerprint
+
 def test_healed_images_are_the_defect_image_with_the_projection_under_the_mask(tmp_path: Path) -> None:
     from augvae.bench.arms import _healer
     from augvae.bench.results import load_cells

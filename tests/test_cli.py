@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -90,6 +91,15 @@ def test_python_dash_m_and_help_list_every_option() -> None:
     for flag in ("--latent-dim", "--kl-warmup-epochs", "--copies", "--sources", "--resume", "--beta", "--device", "--quiet"):
         assert flag in proc.stdout
 
+
+
+def test_every_commands_help_renders() -> None:
+    """argparse %-formats help texts, so a stray "%" in a config field's help broke --help with a TypeError."""
+    from augvae.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        assert "--help" in parser.format_help(), name
 
 def test_demo_quick_runs_and_writes_everything(tmp_path: Path) -> None:
     out = tmp_path / "demo"

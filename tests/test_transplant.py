@@ -466,3 +466,39 @@ def test_a_non_square_surface_records_the_flip_it_gets(model_dir: Path) -> None:
     flips = u.clone()
     flips[:, 0] = (torch.floor(u[:, 0] * 8) % 4 + 0.5) / 8  # the code without its transpose bit
     assert torch.allclose(placement_matrix(u, S, S + 8), placement_matrix(flips, S, S + 8))  # what is recorded is applied
+
+
+@pytest.mark.parametrize("translate, side", [(1.0, S), (0.25, 2), (0.25, 4)])
+def test_no_image_gets_a_defects_label_without_its_pixels(model_dir: Path, folder: Path, tmp_path: Path, translate: float,
+                                                          side: int) -> None:
+    """A defect shifted off the frame, or too small to show on a tiny image, is not drawn: the label stays too."""
+    import albumentations as A
+
+    from augvae.albumentations import VAEOverlay as AlbuOverlay
+    from augvae.torchvision import BatchVAEOverlay, VAEOverlay
+
+    clean = np.full((side, S if side == S else side), 140, np.uint8)
+    changed = 0
+    for seed in range(40):
+        out = A.Compose([AlbuOverlay(model_dir, p=1.0, translate=translate)], seed=seed)(image=clean, label=0)
+        assert (out["label"] != 0) == (not np.array_equal(out["image"], clean)), f"seed {seed}"
+        changed += out["label"] != 0
+        torch.manual_seed(seed)
+        x, y = VAEOverlay(model_dir, p=1.0, translate=translate)(torch.from_numpy(clean)[None], 0)
+        assert (y != 0) == (not torch.equal(x[0], torch.from_numpy(clean))), f"seed {seed}"
+    if side == S:
+        assert 0 < changed < 40  # a shift of up to the whole side moves some defects off the frame, not all
+    xb, yb = BatchVAEOverlay(model_dir, p=1.0, translate=translate)(torch.from_numpy(clean)[None, None].expand(64, 1, -1, -1) / 255,
+                                                                  torch.zeros(64, dtype=torch.long))
+    same = (xb == torch.from_numpy(clean) / 255).flatten(1).all(1)
+    assert torch.equal(yb != 0, ~same)
+    if side == S:
+        out = tmp_path / "gen"
+        assert main(["generate", str(model_dir), "--out", str(out), "--mode", "transplant", "--backgrounds", str(folder / "clean"),
+                     "--n", "24", "--k", "1", "--translate", str(translate), "-q"]) == 0
+        rows = list(csv.DictReader((out / "manifest.csv").open()))
+        backgrounds = {p.name: np.asarray(Image.open(p)) for p in (folder / "clean").iterdir()}
+        for r in rows:
+            with Image.open(out / r["file"]) as im:
+                moved = not np.array_equal(np.asarray(im), backgrounds[Path(r["background"]).name])
+            assert moved == (r["label"] != "clean") == bool(r["sources"]), r

@@ -60,6 +60,9 @@ LABEL_POLICIES: tuple[str, ...] = ("same-class", "soft")
 #: choice of the two per batch (``both``, as timm's training script does).
 MIX_MODES: tuple[str, ...] = ("mixup", "cutmix", "both")
 
+#: What a transplant arm does with a sample whose defect lands off the frame (see :attr:`BenchConfig.unplaced`).
+UNPLACED: tuple[str, ...] = ("redraw", "keep-label")
+
 #: What a ``vae`` arm overlay is built on (see :attr:`BenchConfig.overlay_base`).
 OVERLAY_BASES: tuple[str, ...] = ("decoded", "real", "library")
 
@@ -70,7 +73,7 @@ RUN_FIELDS: tuple[str, ...] = ("jobs", "threads", "device", "convergence_check")
 #: Settings added after cells were committed, with the value that computes what those cells computed: left out of
 #: the fingerprint at that value, so earlier run folders still resume (``(section, field)``, ``""`` for the top level).
 ADDED_LATER: dict[tuple[str, str], Any] = {("extract", "match"): "none", ("", "heal_p"): 0.0, ("", "gen_replaces"): "defect",
-                                           ("", "transplant_rotate"): True}
+                                           ("", "transplant_rotate"): True, ("", "unplaced"): "keep-label"}
 
 
 def _default_vae() -> ModelConfig:
@@ -136,6 +139,11 @@ class BenchConfig:
                       "defect (a defect sample, by one of its class: the class balance stays) or defect-free (a defect-free "
                       "sample, by one of a random defect class, as augvae's transforms and MixedDataset do by default: every "
                       "real defect sample stays)", default="defect")
+    unplaced: str = _h("transplant arms and their controls: a generated sample whose defect, once placed, has no mask pixel "
+                       "above 0.5 in the frame: redraw (up to 8 fresh placements; a sample still without its defect is the "
+                       "defect-free image it is and is labelled so) or keep-label (the unchanged defect-free image keeps the "
+                       "defect's label, as every run before 2026-12-07 did: 7.5% of the VAE's transplants on ELPV, "
+                       "benchmarks/results/elpv/offframe.json; only to reproduce those runs)", default="redraw")
     heal_p: float = _h("transplant and blurmask arms, with background_class: probability that a defect-free sample is "
                        "replaced by a defect image healed by its projection (its masked defect replaced by what the "
                        "projection makes of the surface there), labelled defect-free: the same cell with and without its "
@@ -211,6 +219,7 @@ class BenchConfig:
         check_choice(self.memory_format, ("auto", "channels-last", "contiguous"), "memory_format")
         check_choice(self.blend, BLEND_CHOICES, "blend")
         check_choice(self.gen_replaces, ("defect", "defect-free"), "gen_replaces")
+        check_choice(self.unplaced, UNPLACED, "unplaced")
         for name in ("lr", "mix_alpha", "blur_sigma"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {getattr(self, name)}")

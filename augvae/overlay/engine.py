@@ -186,7 +186,7 @@ def overlay_batch(src: VAESources, images: Tensor, labels: Tensor, opts: Overlay
     dev = images.device
     draws = draws.to(dev)
     hard = labels.to(dev).long() if labels.ndim == 1 else labels.to(dev).argmax(1)
-    plan = make_plan(src, hard, opts, draws)
+    plan = make_plan(src, hard, opts, draws, size=(images.shape[-2], images.shape[-1]))
     if p < 1.0 and draws.apply is not None:
         plan.valid = plan.valid & (draws.apply < p)
     out = render(src, images, plan, opts, draws, sparse=sparse)
@@ -281,7 +281,7 @@ def random_overlays(model: Any, mu: Tensor, logvar: Tensor, names: list[str], cl
         if same_class:
             ok_classes = (counts >= k).nonzero().flatten()
             y = ok_classes[(torch.rand(m, generator=gen) * len(ok_classes)).long().clamp_max(len(ok_classes) - 1)].to(src.device)
-        plan = make_plan(src, y, opts, draws)
+        plan = make_plan(src, y, opts, draws, size=(src.image_size, src.image_size))
         base = torch.zeros(m, src.channels, src.image_size, src.image_size, device=src.device)
         images.append(render(src, base, plan, opts, draws).cpu())
         bg_name = names[background] if background is not None else ("centroid" if formulation in ("offset", "residual") else None)
@@ -314,7 +314,7 @@ def transplant_onto(src: VAESources, backgrounds: Tensor, background_names: list
         x = backgrounds[start : start + batch_size].to(src.device)
         y = torch.full((x.shape[0],), src.background, dtype=torch.long, device=src.device)
         draws = draw_torch(src, opts, x.shape[0], generator=gen, device="cpu").to(src.device)
-        plan = make_plan(src, y, opts, draws)
+        plan = make_plan(src, y, opts, draws, size=(x.shape[-2], x.shape[-1]))
         images.append(render(src, x, plan, opts, draws).cpu())
         labels.append(mix_labels(src, y, plan, opts, plan.valid).cpu())
         records += _records(src, plan, opts, draws, background_names[start : start + x.shape[0]], x.shape[-2], x.shape[-1], start)

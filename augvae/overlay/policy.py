@@ -49,7 +49,7 @@ from torch import Tensor
 from augvae.config import TRANSPLANT_TRANSLATE, check_choice
 from augvae.errors import ConfigError
 from augvae.overlay._names import BACKGROUND_NAMES, BLEND_CHOICES, BLENDS, FORMULATIONS, POLICIES
-from augvae.overlay.combine import check_formulation
+from augvae.overlay.combine import check_formulation, placement_matrix, warp
 from augvae.overlay.extract import EMPTY_MASK_FIX
 from augvae.overlay.sources import VAESources, as_classes
 
@@ -350,7 +350,7 @@ def _pick(mask: Tensor, keys: Tensor, m: int) -> tuple[Tensor, Tensor]:
     return idx, got
 
 
-def make_plan(src: VAESources, labels: Tensor, opts: OverlayOptions, draws: Draws) -> Plan:
+def make_plan(src: VAESources, labels: Tensor, opts: OverlayOptions, draws: Draws, size: tuple[int, int] | None = None) -> Plan:
     """Draw the sources of each image under the policy; pure tensor code (no host synchronisation).
 
     Args:
@@ -358,6 +358,10 @@ def make_plan(src: VAESources, labels: Tensor, opts: OverlayOptions, draws: Draw
         labels: ``(B,)`` int64 class indices (-1 = unknown) on ``src.device``.
         opts: The options (``auto`` values are resolved against ``src``).
         draws: From :func:`draw_torch` / :func:`draw_numpy`, on ``src.device``.
+        size: ``(height, width)`` of the images the plan is rendered onto. With it, ``transplant``
+            leaves out a defect whose placed mask has no pixel above 0.5 in that frame (shifted off
+            it, or too small to show on a tiny image), so that no image gets a defect's label without
+            its pixels. Every entry point of augvae passes it; ``None`` skips the check.
 
     Example:
         >>> from augvae.testing import example_model_folder
@@ -416,8 +420,27 @@ def make_plan(src: VAESources, labels: Tensor, opts: OverlayOptions, draws: Draw
     w = lo + (hi - lo) * draws.weights.to(src.mu.dtype)
     if opts.policy == "onto-background":  # the defect-free slot replaces the surface: weight 1
         w = torch.cat([w[:, :k], torch.ones_like(w[:, k:])], 1)
+    if opts.formulation == "transplant" and size is not None:
+        got[:, :k] &= _lands(src, idx[:, :k], opts, draws, size)
     w = torch.where(got, w, torch.zeros_like(w))
     return Plan(index=idx, weight=w, valid=got.any(1), target=target)
+
+
+def _lands(src: VAESources, idx: Tensor, opts: OverlayOptions, draws: Draws, size: tuple[int, int]) -> Tensor:
+    """``(B, k)`` bool: the defect of each slot keeps a mask pixel above 0.5 where render puts it.
+
+    The same placement as :func:`~augvae.overlay.engine.render` (same draws, same matrices), on the
+    masks only: one (B * k, 1, H, W) resample.
+    """
+    b, k = idx.shape
+    if b == 0 or src.d_mask.shape[0] == 0:
+        return torch.zeros(b, k, dtype=torch.bool, device=idx.device)
+    height, width = size
+    mask = src.d_mask[src.defect_slot[idx].clamp_min(0)]  # (B, k, 1, S, S)
+    theta = placement_matrix(draws.place[:, :k].to(mask.dtype), height, width, opts.translate, opts.zoom_range, opts.flip,
+                             opts.rotate)
+    placed = warp(mask.reshape(b * k, 1, *mask.shape[-2:]), theta.reshape(b * k, 2, 3), height, width)
+    return (placed.reshape(b, k, -1) > 0.5).any(-1)
 
 
 def _mix(total: Tensor, background: int, multilabel: bool) -> Tensor:

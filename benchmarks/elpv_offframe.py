@@ -1,0 +1,106 @@
+"""How often a transplant on ELPV placed its defect off the frame: a defect label with no defect pixel.
+
+Until the fix of 2026-12-07 (``make_plan(size=...)``), a transplanted defect whose mask, once flipped, rotated and
+shifted, kept no pixel above 0.5 inside the image still gave the image its defect class: the sample was a
+defect-free image labelled defective, what the ``classic+relabel`` control does on purpose. Since the fix such a
+defect is not drawn and the image keeps its label. This script measures the share of generated samples that were
+affected, at the benchmark's placement settings, for the VAE's masks (``transplant``), the blur control's
+(``blurmask``) and CutPaste's rectangles (``cutpaste``), over every defective pool cell as a source:
+
+    python benchmarks/elpv_offframe.py --data ../shared/datasets/elpv --vae /work/runs/elpv/cache/surface-vae/4fcd3d6ff514 \\
+        --out benchmarks/results/elpv/offframe.json
+
+The share is of generated samples (each draws one source uniformly and one placement), with a 95% Clopper-Pearson
+interval; a benchmark cell draws its sources from its own k defect images, so a cell's share varies around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from scipy.stats import binomtest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command_line, environment  # noqa: E402
+
+from augvae._io import write_json  # noqa: E402
+from augvae.bench.arms import _rectangles  # noqa: E402
+from augvae.bench.config import BenchConfig  # noqa: E402
+from augvae.bench.split import prepare_data  # noqa: E402
+from augvae.config import TRANSPLANT_TRANSLATE, ExtractConfig, config_to_dict  # noqa: E402
+from augvae.errors import AugvaeError, DataError  # noqa: E402
+from augvae.model import ConvVAE  # noqa: E402
+from augvae.overlay.extract import blur_projector, extract_defects, vae_projector  # noqa: E402
+from augvae.overlay.policy import OverlayOptions, draw_torch, make_plan  # noqa: E402
+from augvae.overlay.sources import sources_from_defects  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="../shared/datasets/elpv")
+    p.add_argument("--split-file", default=None, help="default: DATA/splits.csv")
+    p.add_argument("--vae", required=True, help="model folder of a VAE trained on the defect-free pool cells")
+    p.add_argument("--background-class", default="ok", help="the defect-free class")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--draws", type=int, default=20000, help="generated samples drawn per arm")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/results/elpv/offframe.json")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    cfg = BenchConfig(image_size=a.image_size, background_class=a.background_class, per_class=(5,))
+    bd = prepare_data(a.data, cfg, a.split_file or str(Path(a.data) / "splits.csv"))
+    x, y = bd.data.images.float(), bd.data.labels
+    if a.background_class not in bd.classes:
+        raise DataError(f"no class {a.background_class!r} in {a.data} (classes: {', '.join(bd.classes)}); pass --background-class")
+    ok = bd.classes.index(a.background_class)
+    pool = torch.as_tensor(bd.pool)
+    defect_rows = pool[y[pool] != ok]
+    extract = ExtractConfig(polarity="dark")  # the benchmark's --extract-polarity dark, every other default (z 3 to 5)
+    reference = x[pool[y[pool] == ok]][: extract.reference_images]
+    model = ConvVAE.load(a.vae).eval()
+    # The arms' placements, as augvae/bench/arms.py:_transplant_set sets them at the benchmark's defaults.
+    placed = OverlayOptions(policy="same-class", formulation="transplant", k=cfg.transplant_k, blend=cfg.blend,
+                            translate=cfg.translate, rotate=cfg.transplant_rotate)
+    arms = {
+        "transplant": (extract_defects(x[defect_rows], vae_projector(model), extract, reference=reference), defect_rows, placed),
+        "blurmask": (extract_defects(x[defect_rows], blur_projector(cfg.blur_sigma), extract, reference=reference), defect_rows,
+                     placed),
+        "cutpaste": (_rectangles(x[defect_rows], 16, a.seed), defect_rows.repeat_interleave(16),
+                     OverlayOptions(policy="same-class", formulation="transplant", k=1, blend="paste", translate=0.5, flip=False)),
+    }
+    result = {}
+    for arm, (defects, rows, opts) in arms.items():
+        src = sources_from_defects(defects, [bd.classes[int(c)] for c in y[rows]], bd.classes, a.background_class)
+        labels = torch.tensor([c for c in range(len(bd.classes)) if c != ok]).repeat(a.draws)[: a.draws]
+        gen = torch.Generator().manual_seed(a.seed)
+        draws = draw_torch(src, opts, a.draws, generator=gen)
+        # make_plan leaves out a defect whose placed mask has no pixel above 0.5 in the frame: those rows are not valid
+        plan = make_plan(src, labels, opts, draws, size=(a.image_size, a.image_size))
+        off = int((~plan.valid).sum())
+        ci = binomtest(off, a.draws).proportion_ci(0.95, method="exact")
+        result[arm] = {"off_frame": off, "draws": a.draws, "share": off / a.draws, "ci95": [float(ci.low), float(ci.high)],
+                       "usable_sources": int(src.has_defect.sum()), "sources": len(rows),
+                       "translate": opts.translate, "rotate": opts.rotate, "flip": opts.flip,
+                       "mask_area_mean": float(defects["mask"].mean())}
+    write_json(a.out, {
+        "what": "share of generated samples whose placed defect had no mask pixel above 0.5 in the frame (before the fix: a "
+                "defect label on an unchanged defect-free image)",
+        "command": command_line(),
+        "settings": {"data": a.data, "vae": a.vae, "image_size": a.image_size, "extract": config_to_dict(extract),
+                     "seed": a.seed, "default_translate": TRANSPLANT_TRANSLATE, "reference_images": int(reference.shape[0])},
+        "arms": result,
+        "seconds": time.perf_counter() - t0,
+        "environment": environment(),
+    })
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AugvaeError as err:  # a bad path or folder: one line naming it, not a traceback
+        sys.exit(f"error: {err}")
