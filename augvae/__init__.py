@@ -33,7 +33,8 @@ from augvae.errors import (
     OutputLockedError,
 )
 
-# name -> module that defines it
+# name -> module that defines it. The overlay function is augvae.overlay.overlay: the subpackage augvae.overlay takes
+# the top-level name as soon as any of its modules is imported, so a function of that name here could never be reached.
 _NAMES = {
     "ConvVAE": "augvae.model",
     "load_model": "augvae.model",
@@ -50,7 +51,6 @@ _NAMES = {
     "traverse_grid": "augvae.latent",
     "interpolate": "augvae.latent",
     "OverlayOptions": "augvae.overlay.policy",
-    "overlay": "augvae.overlay.engine",
     "random_overlays": "augvae.overlay.engine",
     "transplant_onto": "augvae.overlay.engine",
     "extract_defects": "augvae.overlay.extract",
@@ -86,7 +86,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from augvae.data.mixed import MixedDataset
     from augvae.latent import LatentSet, encode, interpolate, traverse_grid
     from augvae.model import ConvVAE, load_model
-    from augvae.overlay.engine import overlay, random_overlays, transplant_onto
+    from augvae.overlay.engine import random_overlays, transplant_onto
     from augvae.overlay.extract import extract_defects, vae_projector
     from augvae.overlay.policy import OverlayOptions
     from augvae.overlay.sources import load_sources

@@ -231,7 +231,10 @@ def check_batch_values(labels: Tensor, num_classes: int, check_values: bool = Tr
     elif labels.ndim == 2:
         if labels.shape[1] != num_classes:
             raise InputError(f"labels of shape (B, K) must have K = {num_classes} (the number of classes), got {labels.shape[1]}")
-        if check_values and labels.numel() and not bool(torch.isfinite(labels.float()).all()):
-            raise InputError("labels contain NaN or infinite values")
+        if check_values and labels.numel():  # the rule parse_label applies to one sample's vector
+            v = labels.float()
+            if not bool(torch.isfinite(v).all()) or bool((v < 0).any()) or not bool((v.sum(1) > 0).all()):
+                raise InputError("label vectors (B, K) must hold finite non-negative numbers with a positive sum in every row "
+                                 "(probabilities or multi-hot); fix the labels before augmenting")
     else:
         raise InputError(f"labels must have shape (B,) or (B, {num_classes}), got {tuple(labels.shape)}")

@@ -249,12 +249,19 @@ def read_tensors(path: Path, what: str) -> dict[str, Tensor]:
     if not path.is_file():
         raise ModelFolderError(f"{path} is missing; {what}")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types and OSError
         raise ModelFolderError(
             f"{path} is not a valid safetensors file ({type(err).__name__}: {err}); it is corrupted or not an augvae file: "
             "retrain or restore it (augvae never unpickles weights)"
         ) from err
+    # augvae never saves a NaN (training stops when its loss diverges): one here means a damaged file, and a NaN weight
+    # would decode black images without any error.
+    bad = sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    if bad:
+        raise ModelFolderError(f"{path} holds NaN or infinite values (in {', '.join(bad[:3])}); the file is damaged: retrain or "
+                               "restore it")
+    return tensors
 
 
 def _check_state(root: Path, state: dict[str, Tensor], expected: dict[str, Tensor], what: str) -> None:
@@ -361,6 +368,8 @@ def load_defects(path: str | os.PathLike[str], data: dict[str, Any], channels: i
             raise ModelFolderError(f"{p} '{key}' has shape {tuple(d[key].shape)}, expected {shape}; {fix}")
     if tuple(d["mask"].shape) != (m, 1, shape[2], shape[3]):
         raise ModelFolderError(f"{p} 'mask' has shape {tuple(d['mask'].shape)}, expected {(m, 1, shape[2], shape[3])}; {fix}")
-    if not all(bool(torch.isfinite(t).all()) for t in d.values()):
-        raise ModelFolderError(f"{p} holds NaN or infinite values; {fix}")
+    for key in ("image", "mask"):  # (a projection matched by a brightness offset may leave [0, 1]; its residual too)
+        if d[key].numel() and not (-1e-4 <= float(d[key].min()) and float(d[key].max()) <= 1 + 1e-4):
+            raise ModelFolderError(f"{p} '{key}' has values from {float(d[key].min()):.3g} to {float(d[key].max()):.3g}, outside "
+                                   f"[0, 1] (augvae stores images and masks in [0, 1]); {fix}")
     return {k: v.float() for k, v in d.items()}

@@ -208,12 +208,19 @@ def _add_bench(sub: Any, parents: list[argparse.ArgumentParser]) -> Callable[[ar
 _COMMANDS = (_add_train, _add_generate, _add_inspect, _add_demo, _add_bench)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other augvae error (not the full usage)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``augvae`` argument parser."""
-    parser = argparse.ArgumentParser(prog="augvae", description="VAE overlays for few-shot defect classifiers (Malyshev et al. 2021)",
+    parser = _Parser(prog="augvae", description="VAE overlays for few-shot defect classifiers (Malyshev et al. 2021)",
                                      formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"augvae {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -250,7 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         if args.debug:
             raise
-        print(f"augvae {args.command}: error: out of memory; use smaller --image-size, --batch-size or --n", file=sys.stderr)
+        hint = {"train": "--image-size or --batch-size", "generate": "--n, --steps or --max-side",
+                "bench": "--image-size, --batch-size or --jobs"}.get(args.command, "images")
+        print(f"augvae {args.command}: error: out of memory; use smaller {hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"augvae {args.command}: interrupted; completed checkpoints are kept (augvae train ... --resume continues)", file=sys.stderr)

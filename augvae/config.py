@@ -329,6 +329,12 @@ class GenerateConfig:
             raise ConfigError(f"scale must be >= 0, got {self.scale}")
         if not (math.isfinite(self.translate) and 0 <= self.translate <= 1):
             raise ConfigError(f"translate must be from 0 to 1 (a fraction of the image side), got {self.translate}")
+        # Bounds on the other image counts too: interpolate decodes its steps in one batch and grid draws max_side ** 2
+        # images into one mosaic, so a huge value ran out of memory deep in torch or ran for hours.
+        for name, most in (("steps", 10_000), ("max_side", 100)):
+            if getattr(self, name) > most:
+                raise ConfigError(f"{name} must be at most {most:,}, got {getattr(self, name):,}; pass --{name.replace('_', '-')} "
+                                  f"{most:,} or less")
         if self.n > MAX_GENERATE:
             raise ConfigError(f"n must be at most {MAX_GENERATE:,} images per run, got {self.n:,} (at ~1 MB of PNG per 1,000 "
                               f"64-px images that is {self.n / 1e6:,.0f} GB); generate in several runs with different --seed")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from augvae._io import write_csv, write_json
+from augvae._io import OUTPUT_MARKER, check_output_folder, output_errors, write_csv, write_json
 from augvae.config import GenerateConfig, ModelConfig, config_to_dict, recipe_config
 from augvae.data.images import ImageSet, load_images, read_image
 from augvae.data.synthetic import write_overlay_sources
@@ -58,7 +58,12 @@ def run_demo(out_dir: str | os.PathLike[str] = "augvae-demo", quick: bool = Fals
     """Run the demo and print where its outputs are; returns a summary dict (also ``summary.json``)."""
 
     cfg = config or (QUICK if quick else DemoConfig())
-    out = Path(out_dir)
+    # The demo writes several outputs into one folder and resumes an interrupted run, so the folder is claimed first: a
+    # new or empty folder, or an earlier demo's (marked), never a folder of the user's that it would write into.
+    out = check_output_folder(out_dir, "demo", own_files=("summary.json", "formulations.csv"))
+    with output_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / OUTPUT_MARKER, {"written_by": "augvae", "kind": "demo"})
     say = print if progress else (lambda *a, **k: None)
     say(f"augvae demo -> {out}")
     images_dir = write_overlay_sources(out / "data", size=cfg.image_size, seed=cfg.seed)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from huggingface_hub import ModelHubMixin
 from torch import Tensor, nn
 
+from augvae._convert import RANGE_TOLERANCE
 from augvae.checkpoint import DEFECTS_FILE, LATENTS_FILE, LoadedModel, read_model_folder, save_model
 from augvae.config import ModelConfig
 from augvae.errors import InputError, ModelFolderError, OutputError
@@ -69,6 +70,10 @@ def check_images(x: Any, channels: int, image_size: int, what: str = "input") ->
         raise InputError(f"{what} has dtype {x.dtype}; expected float in [0, 1] (divide uint8 images by 255)")
     if not bool(torch.isfinite(x).all()):
         raise InputError(f"{what} contains NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -RANGE_TOLERANCE or hi > 1.0 + RANGE_TOLERANCE:  # 0-255 floats would train a VAE that decodes nothing useful
+        raise InputError(f"{what} has values in [{lo:.3g}, {hi:.3g}] but must be in [0, 1]; divide 8-bit images by 255 "
+                         "(and do not normalise them)")
     return x
 
 

@@ -337,7 +337,7 @@ def train(
         if root is not None:
             ckpt = root / CHECKPOINT_FILE
             if resume and ckpt.exists():
-                start_epoch, history = _resume(root, model, optimizer, model_config, train_config)
+                start_epoch, history = _resume(root, model, optimizer, model_config, train_config, data_desc)
                 log.info("resuming %s from epoch %d", root, start_epoch)
             elif not resume and ((root / WEIGHTS_FILE).exists() or ckpt.exists()):
                 raise ConfigError(f"{root} already holds a model; pass --resume to continue it, or delete the folder (or "
@@ -557,12 +557,20 @@ def _save_checkpoint(root: Path, model: ConvVAE, opt: torch.optim.Optimizer, epo
         write_csv(root / "history.csv", history)
 
 
-def _resume(root: Path, model: ConvVAE, opt: torch.optim.Optimizer, mcfg: ModelConfig, tcfg: TrainConfig) -> tuple[int, list[dict[str, float]]]:
+def _resume(root: Path, model: ConvVAE, opt: torch.optim.Optimizer, mcfg: ModelConfig, tcfg: TrainConfig,
+            data: dict[str, Any]) -> tuple[int, list[dict[str, float]]]:
     import json
 
     from safetensors import safe_open
 
-    saved_model, saved_train, _ = read_config(root)
+    saved_model, saved_train, saved_data = read_config(root)
+    # The data too: resumed on other images (or without --background-class) the folder would describe a model that was
+    # trained on neither set.
+    differ = [key for key in ("classes", "names", "labels", "background_class", "background", "defect_sources")
+              if key in saved_data and saved_data[key] != data[key]]
+    if differ:
+        raise ConfigError(f"cannot resume {root}: it was trained on other data ({', '.join(differ)} differ: other images, classes "
+                          "or --background-class); resume with the same DATA_DIR and options, or choose another --out")
     if saved_model != mcfg:
         raise ConfigError(f"cannot resume {root}: its model config {config_to_dict(saved_model)} differs from this run's {config_to_dict(mcfg)}")
     if saved_train is not None and replace(saved_train, epochs=tcfg.epochs, device=tcfg.device) != tcfg:

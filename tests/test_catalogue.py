@@ -158,6 +158,8 @@ def test_a_diverged_run_says_how_to_start_again(data: Path, tmp_path: Path, caps
     (["train", "{data}", "--out", "{out}", "--image-size", "64", "--widths", "100000", "100000"], "would have .* weights"),
     (["bench", "{data}", "--out", "{out}", "--vae-hidden-dim", "1000000000"], "would have .* weights"),
     (["train", "{data}", "--out", "{out}", "--recipe", "overlay", "--copies", "1000000000"], "copies must be at most"),
+    (["generate", "{model}", "--out", "{out}", "--mode", "interpolate", "--steps", "1000000000000"], "steps must be at most 10,000"),
+    (["generate", "{model}", "--out", "{out}", "--mode", "grid", "--max-side", "100000"], "max_side must be at most 100"),
     (["train", "{data}", "--out", "{out}", "--epochs", "1000000000"], "epochs must be at most"),
     (["train", "{data}", "--out", "{out}", "--recipe", "overlay", "--copies", "900000", "--epochs", "500", "--batch-size", "16", "-q"],
      "would take [\\d,]+ optimizer steps"),

@@ -101,6 +101,15 @@ def test_every_commands_help_renders() -> None:
     for name, parser in sub.choices.items():
         assert "--help" in parser.format_help(), name
 
+
+@pytest.mark.parametrize("argv", [["train", ".", "--lr", "abc"], ["train", "."], ["bench", ".", "--out", "x", "--per-class", "abc"],
+                                  ["frob"]])
+def test_usage_errors_are_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "error:" in err and "--help" in err
+
 def test_demo_quick_runs_and_writes_everything(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quick", "--no-bench", "--quiet"]) == 0
@@ -108,6 +117,17 @@ def test_demo_quick_runs_and_writes_everything(tmp_path: Path) -> None:
     assert {r["formulation"] for r in summary["formulations"]} == {"sum", "mean", "offset", "residual"}
     assert (out / "figures" / "index.html").is_file() and (out / "overlays" / "manifest.csv").is_file()
 
+
+
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo wrote into any folder (and left half an output where it met a file of the user's)."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "formulations.csv").write_text("my own table")
+    assert main(["demo", "--out", str(mine), "--quick", "--no-bench", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "non-empty folder that augvae did not write" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["formulations.csv"] and (mine / "formulations.csv").read_text() == "my own table"
 
 def test_help_states_each_default_once() -> None:
     proc = subprocess.run([sys.executable, "-m", "augvae", "train", "--help"], capture_output=True, text=True, check=True)

@@ -421,6 +421,18 @@ def test_scan_nested_too_deep_hint(tmp_path):
         scan_folder(root)
 
 
+
+def test_scan_warns_of_images_below_a_class_folder(tmp_path, caplog):
+    """A class split into batch subfolders lost those images without a word."""
+    root = tmp_path / "dataset"
+    _save(root / "crack" / "a.png", _gray())
+    _save(root / "crack" / "batch2" / "b.png", _gray())
+    with caplog.at_level(logging.WARNING, logger="augvae"):
+        paths, _, classes = scan_folder(root)
+    assert [p.name for p in paths] == ["a.png"] and classes == ["crack"]
+    assert "'batch2'" in caplog.text and "not read" in caplog.text
+
+
 # ------------------------------------------------------------------------------------------------
 # load_folder / load_images / ImageSet
 

@@ -95,6 +95,10 @@ def test_resume_with_a_different_config_is_refused(tmp_path: Path) -> None:
     train(x, ModelConfig(image_size=28), recipe_config("small-set", epochs=3, batch_size=2), out_dir=tmp_path, progress=False, stop_after_epoch=1)
     with pytest.raises(ConfigError, match="cannot resume"):
         train(x, ModelConfig(image_size=28, latent_dim=5), recipe_config("small-set", epochs=3, batch_size=2), out_dir=tmp_path, progress=False, resume=True)
+    more = torch.cat([x, _blobs(2)])  # other images: the folder would describe a model trained on neither set
+    with pytest.raises(ConfigError, match="cannot resume .* trained on other data \\(names, labels"):
+        train(more, ModelConfig(image_size=28), recipe_config("small-set", epochs=3, batch_size=2), out_dir=tmp_path, progress=False,
+              resume=True)
 
 
 def test_too_few_images_and_bad_data() -> None:

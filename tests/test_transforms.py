@@ -245,6 +245,10 @@ def test_batch_soft_labels_sum_to_one_and_hard_policies_match(model_dir: Path) -
     probs = torch.softmax(torch.randn(32, 4), 1)
     _, mixed = BatchVAEOverlay(model_dir, p=1.0, policy="soft")(x, probs)
     assert mixed.shape == (32, 4) and torch.allclose(mixed.sum(1), torch.ones(32))
+    for bad in ([1.0, -1.0, 1.0, 0.0], [0.0] * 4, [float("nan"), 1.0, 0.0, 0.0]):  # VAEOverlay refuses each for one image
+        rows = torch.tensor([bad] * 2)
+        with pytest.raises(InputError, match="non-negative numbers with a positive sum in every row"):
+            BatchVAEOverlay(model_dir, p=1.0, policy="soft")(x[:2], rows)
 
 
 def test_batch_keeps_dtype_and_tv_image(model_dir: Path) -> None:

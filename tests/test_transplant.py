@@ -329,7 +329,8 @@ def test_background_class_without_images(folder: Path, tmp_path: Path, capsys: p
     assert code == 2 and "background class 'clean' has 1 image(s)" in capsys.readouterr().err
 
 
-def test_mask_folder_must_match_the_sources(folder: Path, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mask_folder_must_match_the_sources(folder: Path, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            caplog: pytest.LogCaptureFixture) -> None:
     masks = tmp_path / "masks"
     for cls in ("crack", "pore"):
         (masks / cls).mkdir(parents=True)
@@ -350,6 +351,19 @@ def test_mask_folder_must_match_the_sources(folder: Path, model_dir: Path, tmp_p
         from augvae.data.images import load_masks
 
         load_masks(tmp_path / "nowhere", [], folder, S)
+    assert main(["train", str(folder), "--out", str(tmp_path / "m4"), "--background-class", "clean", "--image-size", str(S),
+                 "--epochs", "1", "--masks", str(folder)]) == 2  # the images given as their own masks
+    assert "is DATA_DIR itself" in capsys.readouterr().err
+    import logging
+
+    from augvae.data.images import load_masks
+
+    grey = tmp_path / "grey"
+    (grey / "crack").mkdir(parents=True)
+    Image.new("L", (S, S), 128).save(grey / "crack" / "crack_0.png")
+    with caplog.at_level(logging.WARNING, logger="augvae"):
+        load_masks(grey, [folder / "crack" / "crack_0.png"], folder, S)
+    assert "grey on 100% of their pixels" in caplog.text
 
 
 # ------------------------------------------------------------------------------------ no defect-free class
@@ -502,3 +516,50 @@ def test_no_image_gets_a_defects_label_without_its_pixels(model_dir: Path, folde
             with Image.open(out / r["file"]) as im:
                 moved = not np.array_equal(np.asarray(im), backgrounds[Path(r["background"]).name])
             assert moved == (r["label"] != "clean") == bool(r["sources"]), r
+
+
+@pytest.mark.parametrize("file, key, value, message", [
+    ("model.safetensors", None, float("nan"), "holds NaN or infinite values"),
+    ("defects.safetensors", "image", 255.0, "'image' has values from .* outside \\[0, 1\\]"),
+    ("defects.safetensors", "mask", float("inf"), "holds NaN or infinite values"),
+])
+def test_a_damaged_tensor_file_is_a_clear_error(model_dir: Path, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], file: str,
+                                                key: str | None, value: float, message: str) -> None:
+    """A NaN weight decoded black images, and defects stored in 0-255 saturated every transplant, without any error."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "model"
+    shutil.copytree(model_dir, bad)
+    tensors = load_file(str(bad / file))
+    name = key or next(k for k, t in tensors.items() if t.is_floating_point())
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = value
+    save_file(tensors, str(bad / file))
+    assert main(["generate", str(bad), "--out", str(tmp_path / "gen"), "--mode", "transplant", "--backgrounds", str(folder / "clean"),
+                 "--n", "2", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and file in err
+    import re
+
+    assert re.search(message, err), err
+    assert not (tmp_path / "gen").exists()
+
+
+def test_the_python_api_refuses_images_outside_0_1(model_dir: Path) -> None:
+    """0-255 floats trained a VAE and fed transplant_onto without a word; a wrong names list was a raw IndexError."""
+    from augvae.errors import InputError
+    from augvae.overlay.engine import transplant_onto
+    from augvae.overlay.sources import load_sources
+
+    with pytest.raises(InputError, match=r"values in \[.*\] but must be in \[0, 1\]; divide 8-bit images by 255"):
+        train(torch.rand(4, 1, S, S) * 255, ModelConfig(image_size=S, latent_dim=2), recipe_config("small-set", epochs=1, batch_size=2),
+              progress=False)
+    src = load_sources(model_dir)
+    for bad, match in [(torch.rand(2, 1, S, S) * 255, "must be in \\[0, 1\\]"), (torch.full((2, 1, S, S), 140, dtype=torch.uint8),
+                       "float tensor"), (torch.rand(1, S, S), "float tensor"), (torch.rand(0, 1, S, S), "non-empty")]:
+        with pytest.raises(InputError, match=match):
+            transplant_onto(src, bad, ["a"] * len(bad), OverlayOptions())
+    with pytest.raises(InputError, match="2 backgrounds but 1 background_names"):
+        transplant_onto(src, torch.rand(2, 1, S, S), ["a"], OverlayOptions())

@@ -510,6 +510,11 @@ def scan_folder(root: str | os.PathLike[str]) -> tuple[list[Path], list[int], li
         files = [q for q in sub_entries if _is_image_file(q)]
         if files:
             class_files[sub.name] = files
+            deeper = [q.name for q in sub_entries if q.is_dir()]
+            if deeper:  # a class split into batches: its images would otherwise vanish without a word
+                logger.warning("class folder '%s' has %d subfolder(s) (e.g. '%s') whose images are not read (deeper folders "
+                               "are not searched); move their images up into '%s' to use them", sub, len(deeper), deeper[0],
+                               sub.name)
         else:
             empty_dirs.append(sub)
             skipped_other.extend(sub_entries)
@@ -920,6 +925,9 @@ def load_masks(mask_dir: str | os.PathLike[str], image_paths: Sequence[str | os.
     if not root.is_dir():
         raise DataError(f"mask folder '{root}' does not exist or is not a folder; pass the folder that mirrors DATA_DIR "
                         "with one mask per defect image")
+    if root.resolve() == base.resolve():  # every image would be its own "mask": grey texture, not a defect's outline
+        raise DataError(f"the mask folder '{root}' is DATA_DIR itself; pass the separate folder that mirrors DATA_DIR with one "
+                        "mask per defect image (white = defect)")
     out = np.empty((len(image_paths), 1, image_size, image_size), dtype=np.float32)
     for i, p in enumerate(image_paths):
         image = Path(p)
@@ -939,4 +947,8 @@ def load_masks(mask_dir: str | os.PathLike[str], image_paths: Sequence[str | os.
             raise DataError(f"mask '{found[0]}' is {mw}x{mh} but its image '{image}' is {iw}x{ih}; "
                             "a mask must have its image's size")
         out[i] = fit_image(mask, image_size, policy).transpose(2, 0, 1)
+    grey = float(((out > 0.1) & (out < 0.9)).mean())
+    if grey > 0.5:  # a mask is black and white (a soft edge at most): mostly grey means these are not masks
+        logger.warning("the masks in '%s' are grey on %.0f%% of their pixels, not black and white (white = defect): are they "
+                       "images rather than masks?", root, 100 * grey)
     return torch.from_numpy(out)

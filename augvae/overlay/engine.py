@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from augvae._convert import check_float_values
 from augvae._imageops import resize
 from augvae.errors import ConfigError, InputError
 from augvae.overlay._names import BLENDS
@@ -305,6 +306,13 @@ def transplant_onto(src: VAESources, backgrounds: Tensor, background_names: list
         vectors (``soft``).
     """
     opts = OverlayOptions.from_kwargs(opts, formulation="transplant").resolve(src)
+    if not isinstance(backgrounds, Tensor) or backgrounds.ndim != 4 or not backgrounds.is_floating_point() or not len(backgrounds):
+        what = f"shape {tuple(backgrounds.shape)}, dtype {backgrounds.dtype}" if isinstance(backgrounds, Tensor) else type(backgrounds).__name__
+        raise InputError(f"backgrounds must be a non-empty float tensor (N, C, H, W) in [0, 1], got {what}; divide 8-bit images by "
+                         "255 and add a batch dimension")
+    if len(background_names) != len(backgrounds):
+        raise InputError(f"{len(backgrounds)} backgrounds but {len(background_names)} background_names; pass one name per image")
+    check_float_values(backgrounds, "backgrounds")
     if src.background < 0:
         raise ConfigError(f"{src.path} has no defect-free class, so nothing tells which images are defect-free; train it with "
                           "--background-class")
