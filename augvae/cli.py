@@ -74,6 +74,10 @@ def _source_names(paths: Sequence[str | os.PathLike[str]], data_dir: Path) -> li
             names.append(Path(p).with_suffix("").as_posix())
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})[0]
+        files = [Path(p).name for p, n in zip(paths, names) if n == dup]
+        if len(set(files)) > 1:  # the same name with two extensions (crack_0.png and crack_0.bmp): two files, one name
+            raise DataError(f"two image files are named {dup!r} ({', '.join(files)}): a source is named by its file name "
+                            "without the extension; rename or remove one of them")
         raise DataError(f"--sources names the image {dup!r} more than once; give each source image once")
     return names
 

@@ -21,9 +21,12 @@ RESULTS=benchmarks/results/elpv
 # 1,320 steps either way, and the same settings keep every finished cell. --extract-mask-low 1.5 --extract-mask-high 3:
 # the mask thresholds when steps 1-4 ran (the default is z 3 to 5 since step 5 measured it; steps 5 and 6 override them).
 # Steps 1-5 also ran before the empty-mask guard (a defect whose mask is empty is no longer drawn); step 6 runs with it.
+# --unplaced keep-label: every step up to 7p ran before dc5397a, when a transplanted defect placed off the frame still
+# gave the unchanged defect-free image its defect label (7.5% of the VAE's transplants; step 7q measures the fix). The
+# flag computes what those cells computed and keeps their fingerprint.
 COMMON=(--split-file "$DATA/splits.csv" --background-class ok --seeds 5 --image-size 64 --extract-polarity dark --min-steps 600
         --vae-steps 4000 --vae-batch-size 32 --vae-hidden-dim 128 --jobs 2 --threads 1 --cache-dir "$RUN/cache"
-        --extract-mask-low 1.5 --extract-mask-high 3)
+        --extract-mask-low 1.5 --extract-mask-high 3 --unplaced keep-label)
 ARMS=original,classic,transplant,classic+transplant,blurmask,classic+blurmask,cutpaste,classic+cutpaste
 
 # report NAME: merge RUN/NAME's finished cells into RESULTS/NAME. The report refuses a folder holding files it does not
@@ -105,7 +108,7 @@ pair small-cnn-guard small-cnn-z3 paired_with_z3.json
 #    machine; 7b to 7d about 2 hours more).
 D7=(--split-file "$DATA/splits.csv" --background-class ok --seeds 5 --image-size 64 --extract-polarity dark --min-steps 1200
     --steps 1320 --vae-steps 4000 --vae-batch-size 32 --vae-hidden-dim 128 --jobs 2 --threads 1 --cache-dir "$RUN/cache"
-    --no-convergence-check)
+    --no-convergence-check --unplaced keep-label)
 D7ARMS=original,classic,transplant,classic+transplant,classic+blurmask,classic+cutpaste,classic+relabel
 # 7a. k = 5, then k = 10: every arm but transplant alone.
 for k in 5 10; do
@@ -194,3 +197,30 @@ for k in 5 20; do
 done
 report default
 pair default default paired_arms.json --shared none
+# 7n. ResNet-18's controls at the default (the blur mask and CutPaste, on top of classic), k = 5 and 10, 400 steps, 5
+#     seeds, into 7e-7f's folder (arms are grid fields: the fingerprint is the same). 20 cells in 50 minutes with 2 jobs.
+R18ARMS=classic,classic+transplant,classic+relabel,classic+blurmask,classic+cutpaste
+for k in 5 10; do
+  CELLS=$(for s in 0 1 2 3 4; do for a in classic+blurmask classic+cutpaste; do printf 'resnet18__%s__k%s__s%s,' "$a" "$k" "$s"; done; done)
+  augvae bench "$DATA" --out "$RUN/resnet18-default" --classifiers resnet18 --per-class 5,10 \
+      --arms "$R18ARMS" --cell "${CELLS%,}" "${D7[@]}" --steps 400
+done
+report resnet18-default
+pair resnet18-default resnet18-default paired_arms.json --shared none
+# 7q. The fix of dc5397a (a defect placed off the frame is placed again: --unplaced redraw, the default since): how often
+#     it happened (benchmarks/elpv_offframe.py), then classic+transplant, CutPaste and the blur control at k = 5 and 10,
+#     5 seeds, paired with 7a's cells (the same images, the old rule). 7r first checks that --unplaced keep-label still
+#     computes 7a's cells exactly (two cells, their accuracies compared).
+python benchmarks/elpv_offframe.py --data "$DATA" --vae "$RUN/cache/surface-vae/4fcd3d6ff514" --out "$RESULTS/offframe.json"
+D7NEW=("${D7[@]/keep-label/redraw}")
+augvae bench "$DATA" --out "$RUN/keep-label-check" --per-class 5,10,20 --arms classic+transplant,classic+cutpaste \
+    --cell small-cnn__classic+transplant__k5__s0,small-cnn__classic+cutpaste__k5__s0 "${D7[@]}"
+augvae bench "$DATA" --out "$RUN/redraw" --per-class 5,10 --arms classic+transplant,classic+cutpaste,classic+blurmask "${D7NEW[@]}"
+report redraw
+pair redraw default paired_with_default.json --shared none
+# 7o. ResNet-18's label-only control at twice the cut budget (800 steps), k = 5 and 10; report resnet18-default merges it.
+CELLS=$(for k in 5 10; do for s in 0 1 2 3 4; do printf 'resnet18__classic+relabel__k%s__s%s,' "$k" "$s"; done; done)
+augvae bench "$DATA" --out "$RUN/resnet18-default/convergence" --classifiers resnet18 --per-class 5,10 \
+    --arms "$R18ARMS" --cell "${CELLS%,}" "${D7[@]}" --steps 800
+report resnet18-default
+pair resnet18-default resnet18-default paired_arms.json --shared none

@@ -355,6 +355,8 @@ def test_split_file_problems_are_clear_errors(bench_data: Path, tmp_path: Path) 
         prepare_data(bench_data, cfg, bad)
     with pytest.raises(DataError, match="does not exist"):
         prepare_data(bench_data, cfg, tmp_path / "missing.csv")
+    with pytest.raises(DataError, match="is a folder; pass the CSV file itself"):
+        prepare_data(bench_data, cfg, tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -275,6 +275,19 @@ def test_the_same_source_twice(data: Path, tmp_path: Path, capsys: pytest.Captur
     assert "'crack/crack_0'" in line and not (tmp_path / "m" / "model.safetensors").exists()
 
 
+
+def test_two_files_of_one_name_are_named_as_such(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """crack_0.png beside crack_0.bmp was reported as "--sources names the image twice" though --sources was not given."""
+    from PIL import Image
+
+    other = tmp_path / "data2"
+    shutil.copytree(data, other)
+    with Image.open(other / "crack" / "crack_0.png") as im:
+        im.save(other / "crack" / "crack_0.bmp")
+    line = _fails_cleanly(["train", str(other), "--out", str(tmp_path / "m"), "--epochs", "1", "--image-size", "28", "-q"], capsys,
+                          "two image files are named 'crack/crack_0'")
+    assert "crack_0.bmp" in line and "--sources" not in line
+
 def test_two_sources_with_the_same_file_stem_are_fine(data: Path, tmp_path: Path) -> None:
     other = tmp_path / "data2"
     shutil.copytree(data, other)

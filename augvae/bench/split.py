@@ -83,6 +83,10 @@ class BenchData:
 
 def _read_csv(path: Path, required: Sequence[str], what: str) -> list[dict[str, str]]:
     if not path.is_file():
+        if path.is_dir():
+            raise DataError(f"{what} '{path}' is a folder; pass the CSV file itself (e.g. {path / 'splits.csv'})")
+        if path.exists():  # a pipe or device: the file is read twice, so it must be a regular file
+            raise DataError(f"{what} '{path}' is not a regular file; save it to a file and pass that")
         raise DataError(f"{what} '{path}' does not exist; check the path")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
