@@ -21,9 +21,10 @@ import argparse
 import dataclasses
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["HelpFormatter", "add_config_arguments", "config_overrides", "comma_list"]
+__all__ = ["HelpFormatter", "add_config_arguments", "config_overrides", "comma_list", "path_arg"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -34,6 +35,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         if "(default:" in text or action.default is None or action.required:
             return text
         return super()._get_help_string(action)
+
+
+def path_arg(text: str) -> Path:
+    """A path option's value: ``Path("")`` would be the current folder, so an empty value is refused (e.g. an unset
+    shell variable in ``augvae train "$DATA"``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path (an unset shell variable?); pass a file or folder name")
+    return Path(text)
 
 
 def comma_list(elem: type) -> Any:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from augvae._cli_args import HelpFormatter, add_config_arguments, config_overrides
+from augvae._cli_args import HelpFormatter, add_config_arguments, config_overrides, path_arg
 from augvae._version import __version__
 from augvae.errors import AugvaeError, ConfigError, DataError
 
@@ -36,16 +36,16 @@ def _add_train(sub: Any, parents: list[argparse.ArgumentParser]) -> Callable[[ar
         "without it (small-set recipe) every image is a defect source, extracted against its own projection (defect on defect).\n"
         "examples: augvae train defects/ --out model/ --background-class ok\n"
         "          augvae train defects/ --out model/ --recipe overlay --sources crack/a.png pore/b.png"))
-    p.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="folder of images (class subfolders or flat)")
-    p.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR", help="model folder to write")
-    p.add_argument("--sources", type=Path, nargs="+", metavar="FILE",
+    p.add_argument("data_dir", type=path_arg, metavar="DATA_DIR", help="folder of images (class subfolders or flat)")
+    p.add_argument("--out", type=path_arg, required=True, metavar="MODEL_DIR", help="model folder to write")
+    p.add_argument("--sources", type=path_arg, nargs="+", metavar="FILE",
                    help="overlay recipe: the source images (paths, or relative to DATA_DIR); default every image in DATA_DIR")
-    p.add_argument("--background", type=Path, metavar="FILE",
+    p.add_argument("--background", type=path_arg, metavar="FILE",
                    help="a defect-free image trained as an extra source and used as the reference of the offset/residual overlays")
     p.add_argument("--background-class", metavar="NAME", help="the defect-free class folder: the VAE learns its images, the "
                    "other classes' images become defect sources for transplant overlays")
     p.add_argument("--train-on-defects", action="store_true", help="with --background-class: the VAE also sees the defect images")
-    p.add_argument("--masks", type=Path, metavar="MASK_DIR", help="small-set recipe: pixel masks of the defect images (a folder "
+    p.add_argument("--masks", type=path_arg, metavar="MASK_DIR", help="small-set recipe: pixel masks of the defect images (a folder "
                    "mirroring DATA_DIR, one mask per image outside --background-class, white = defect) instead of estimated masks")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from MODEL_DIR/checkpoint.safetensors")
     add_config_arguments(p, ModelConfig, title="model")
@@ -149,8 +149,8 @@ def _add_generate(sub: Any, parents: list[argparse.ArgumentParser]) -> Callable[
                        description="Write images from a trained model plus manifest.csv saying what each one is.\n\n"
                                    "examples: augvae generate model/ --out overlays/ --mode overlay --n 64 --k 2\n"
                                    "          augvae generate model/ --out transplants/ --mode transplant --backgrounds data/ok")
-    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
-    p.add_argument("--out", type=Path, required=True, metavar="OUT_DIR")
+    p.add_argument("model_dir", type=path_arg, metavar="MODEL_DIR")
+    p.add_argument("--out", type=path_arg, required=True, metavar="OUT_DIR")
     add_config_arguments(p, GenerateConfig, title="generation")
     return _cmd_generate
 
@@ -169,9 +169,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _add_inspect(sub: Any, parents: list[argparse.ArgumentParser]) -> Callable[[argparse.Namespace], int]:
     p = sub.add_parser("inspect", help="write every figure of a model (scatter, defects, grid, reconstructions, overlays) and an "
                        "index page", formatter_class=HelpFormatter, parents=parents)
-    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
-    p.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="images to encode (e.g. the training folder)")
-    p.add_argument("--out", type=Path, required=True, metavar="OUT_DIR")
+    p.add_argument("model_dir", type=path_arg, metavar="MODEL_DIR")
+    p.add_argument("data_dir", type=path_arg, metavar="DATA_DIR", help="images to encode (e.g. the training folder)")
+    p.add_argument("--out", type=path_arg, required=True, metavar="OUT_DIR")
     p.add_argument("--seed", type=int, default=0, help="seed of the random overlays")
     return _cmd_inspect
 
@@ -189,7 +189,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _add_demo(sub: Any, parents: list[argparse.ArgumentParser]) -> Callable[[argparse.Namespace], int]:
     p = sub.add_parser("demo", help="the paper's flow and the defect-free setting on built-in synthetic defect images, in minutes",
                        formatter_class=HelpFormatter, parents=parents)
-    p.add_argument("--out", type=Path, default=Path("augvae-demo"), metavar="OUT_DIR")
+    p.add_argument("--out", type=path_arg, default=Path("augvae-demo"), metavar="OUT_DIR")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few epochs (seconds; for smoke tests)")
     p.add_argument("--no-bench", action="store_true", help="skip the classifier comparison at the end")
     return _cmd_demo

@@ -103,7 +103,7 @@ def test_every_commands_help_renders() -> None:
 
 
 @pytest.mark.parametrize("argv", [["train", ".", "--lr", "abc"], ["train", "."], ["bench", ".", "--out", "x", "--per-class", "abc"],
-                                  ["frob"]])
+                                  ["frob"], ["train", "", "--out", "m"]])
 def test_usage_errors_are_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(argv)

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-from augvae._cli_args import add_config_arguments, config_overrides
+from augvae._cli_args import add_config_arguments, config_overrides, path_arg
 from augvae.bench.config import BenchConfig
 from augvae.errors import ConfigError
 
@@ -33,15 +32,15 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | None = 
         "bench", help="benchmark a classifier trained on original vs augmented vs generated-image-extended few-shot sets",
         formatter_class=argparse.RawDescriptionHelpFormatter, parents=parents or [],
         description=__doc__.split("\n", 1)[1] if __doc__ else None)
-    p.add_argument("data_dir", type=Path, nargs="?", metavar="DATA_DIR", help="folder with one subfolder per class (not needed with --report-only)")
-    p.add_argument("--out", type=Path, required=True, metavar="OUT_DIR", help="results folder (cells/, results.json, report.md, plots)")
-    p.add_argument("--split-file", type=Path, metavar="CSV", help="columns path,class,split (pool|test); default: a stratified random split")
-    p.add_argument("--group-file", type=Path, metavar="CSV", help="columns path,group: images of one group never straddle pool and test")
+    p.add_argument("data_dir", type=path_arg, nargs="?", metavar="DATA_DIR", help="folder with one subfolder per class (not needed with --report-only)")
+    p.add_argument("--out", type=path_arg, required=True, metavar="OUT_DIR", help="results folder (cells/, results.json, report.md, plots)")
+    p.add_argument("--split-file", type=path_arg, metavar="CSV", help="columns path,class,split (pool|test); default: a stratified random split")
+    p.add_argument("--group-file", type=path_arg, metavar="CSV", help="columns path,group: images of one group never straddle pool and test")
     p.add_argument("--cell", metavar="SELECTOR", help="run only these cells: an index or range A-B into --list-cells (e.g. a cluster array id), or ids")
     p.add_argument("--list-cells", action="store_true", help="print the grid's cell ids with their index and whether each is done, then exit")
     p.add_argument("--report-only", action="store_true", help="merge the finished cells of OUT_DIR into results.json, report.md and plots")
-    p.add_argument("--report-to", type=Path, metavar="DIR", help="with --report-only: write the report files to DIR instead of OUT_DIR")
-    p.add_argument("--cache-dir", type=Path, metavar="DIR", help="where trained VAEs and real-data classifiers are cached (default OUT_DIR/cache)")
+    p.add_argument("--report-to", type=path_arg, metavar="DIR", help="with --report-only: write the report files to DIR instead of OUT_DIR")
+    p.add_argument("--cache-dir", type=path_arg, metavar="DIR", help="where trained VAEs and real-data classifiers are cached (default OUT_DIR/cache)")
     p.add_argument("--no-grids", action="store_true", help="do not save the generated-vs-real image grids (e.g. for data that must not be copied)")
     add_config_arguments(p, BenchConfig, title="benchmark settings (lists: comma-separated)", lists="commas")
 
