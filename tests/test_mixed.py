@@ -168,3 +168,8 @@ def test_errors_are_clear(model_dir: Path, tmp_path: Path) -> None:
         MixedDataset(model_dir, Pairs(4), mode="bank", bank=tmp_path)
     with pytest.raises(IndexError):
         MixedDataset(model_dir, Pairs(4))[8]
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):  # was a raw torch RuntimeError
+        MixedDataset(model_dir, Pairs(4), device="tpu")
+    if not torch.cuda.is_available():  # was silently run on the CPU
+        with pytest.raises(ConfigError, match="no CUDA GPU is available"):
+            MixedDataset(model_dir, Pairs(4), device="cuda")

@@ -48,6 +48,7 @@ from torch.utils.data import Dataset
 
 from augvae._adapter import OverlayAdapter, label_like, parse_label
 from augvae._convert import image_to_tensor, tensor_to_image
+from augvae._device import resolve_device
 from augvae._imageops import resize
 from augvae.config import check_choice
 from augvae.data.banks import load_bank
@@ -124,14 +125,14 @@ class MixedDataset(OverlayAdapter, Dataset):
             raise ConfigError(f"num_classes must be a positive int or None, got {num_classes!r}")
         check_choice(mode, MODES, "mode")
         self.dataset, self.ratio, self.mode, self.seed = dataset, float(ratio), mode, seed
-        self.transform, self.device = transform, torch.device(device)
+        self.transform, self.device = transform, resolve_device(str(device))  # a clear error for a device torch lacks
         self.num_real = len(dataset)
         if self.num_real == 0:
             raise DataError("the wrapped dataset is empty; MixedDataset needs real samples to mix with")
         self.num_generated = round(self.num_real * self.ratio / (1.0 - self.ratio))
         self._epoch = _shared_epoch()
         self._bases: list[int] | None = None
-        src = self.sources()
+        src = self.sources(self.device)
         if num_classes is not None and num_classes != src.num_classes:
             raise ConfigError(f"num_classes={num_classes} but the classes are {src.classes}; pass classes=[...] with one name per label")
         self._opts = self.resolved(src)
@@ -142,7 +143,7 @@ class MixedDataset(OverlayAdapter, Dataset):
     @property
     def num_classes(self) -> int:
         """Length of soft label vectors."""
-        return self.sources().num_classes
+        return self.sources(self.device).num_classes
 
     def set_epoch(self, epoch: int) -> None:
         """Use the draws of ``epoch`` (visible to DataLoader workers, persistent ones included)."""
@@ -180,7 +181,7 @@ class MixedDataset(OverlayAdapter, Dataset):
 
     def _label(self, label: Any, i: int) -> Tensor:
         try:
-            return parse_label(label, self.sources(), False, f"the label of item {i} of the wrapped dataset:")
+            return parse_label(label, self.sources(self.device), False, f"the label of item {i} of the wrapped dataset:")
         except InputError as err:
             raise DataError(str(err)) from None
 
@@ -201,7 +202,7 @@ class MixedDataset(OverlayAdapter, Dataset):
     # -- on the fly ------------------------------------------------------------------------------
     def _base(self, j: int) -> int:
         """The real sample generated sample ``j`` starts from: with ``onto-background``, a defect-free one."""
-        src = self.sources()
+        src = self.sources(self.device)
         if self._opts.policy != "onto-background" or src.background < 0:
             return j % self.num_real
         if self._bases is None:
@@ -214,7 +215,7 @@ class MixedDataset(OverlayAdapter, Dataset):
         return self._bases[j % len(self._bases)]
 
     def _generate(self, j: int, epoch: int) -> tuple[Any, Any]:
-        src = self.sources()
+        src = self.sources(self.device)
         base = self._base(j)
         image, label = self._real(base)
         x, fmt = image_to_tensor(image, f"image {base} of the wrapped dataset")
@@ -248,14 +249,14 @@ class MixedDataset(OverlayAdapter, Dataset):
             return self._make_bank(n)
         if bank_size is not None:
             raise ConfigError("bank_size is only used when the bank is made in memory (bank=None)")
-        return load_bank(bank, self.sources(), self._opts)
+        return load_bank(bank, self.sources(self.device), self._opts)
 
     @torch.no_grad()
     def _make_bank(self, n: int) -> Any:
         if self._opts.formulation == "transplant":  # real defects need real surfaces: freeze the epoch-0 samples
             pairs = [self._generate(j, 0) for j in range(n)]
             return [p[0] for p in pairs], [p[1] for p in pairs]
-        src = self.sources()
+        src = self.sources(self.device)
         opts = replace(self._opts, keep_input=False)
         gen = torch.Generator(device=src.device).manual_seed(_sample_seed(self.seed, 0, -1 % (2**32)))
         images, labels = [], []
