@@ -286,6 +286,9 @@ def check_output_folder(path: str | os.PathLike[str], kind: str, own_files: Sequ
         )
     if own_files and set(own_files) <= names:
         return root
+    if {"config.json", "model.safetensors"} <= names:  # a model folder (written without a marker): name it as one
+        raise OutputError(f"{flag} {root} is an augvae model folder, not a {kind} one; augvae would replace it: choose a new or "
+                          f"empty {flag} folder")
     shown = ", ".join(sorted(names)[:3]) + (" ..." if len(names) > 3 else "")
     raise OutputError(
         f"{flag} {root} is a non-empty folder that augvae did not write ({shown}); augvae would replace its contents: "

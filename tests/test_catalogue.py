@@ -96,6 +96,13 @@ def test_out_holds_the_users_own_files(command: str, data: Path, model: Path, tm
     assert (out / "notes.txt").read_text() == "do not delete"
 
 
+
+def test_out_that_is_a_model_folder_is_named_as_one(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """generate --out MODEL_DIR said "a folder that augvae did not write" of augvae's own model folder."""
+    line = _fails_cleanly(["generate", str(model), "--out", str(model), "--mode", "prior", "--n", "2"], capsys,
+                          "is an augvae model folder, not a generate one")
+    assert "choose a new or empty --out folder" in line and (model / "model.safetensors").is_file()
+
 def _fault(monkeypatch: pytest.MonkeyPatch, code: int, after: int = 0) -> None:
     """Make the ``after``-th and later fsyncs of augvae's writes fail with ``code`` (disk full, permission denied)."""
     import augvae._io as io_mod
@@ -316,7 +323,8 @@ def test_split_file_lists_one_image_twice_under_two_spellings(data: Path, tmp_pa
 def test_split_paths_outside_the_data_folder(path: str, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     split = _split(tmp_path, [(path, "crack", "pool"), ("pore/pore_0.png", "pore", "test")])
     line = _fails_cleanly(["bench", str(data), "--out", str(tmp_path / "b"), "--split-file", str(split)], capsys,
-                          r"outside DATA_DIR .*" + path.split("/")[-1].replace(".", r"\."))
+                          (r"absolute path\(s\) .*" if path.startswith("/") else r"outside DATA_DIR .*")
+                          + path.split("/")[-1].replace(".", r"\."))
     assert f"({path})" in line and "not a readable image" not in line  # refused by name, not as an unreadable file
 
 

@@ -131,7 +131,11 @@ def _read_split(split_file: Path, data_dir: Path) -> tuple[list[str], list[str],
     empty = [i + 2 for i, r in enumerate(rows) if not r["path"] or not r["class"]]
     if empty:
         raise DataError(f"split file '{split_file}' has rows without a path or class (line {empty[0]}); fill them in or delete them")
-    outside = [r["path"] for r in rows if Path(r["path"]).is_absolute() or _normalise(r["path"]).split("/")[0] == ".."]
+    absolute = [r["path"] for r in rows if Path(r["path"]).is_absolute()]
+    if absolute:  # perhaps inside DATA_DIR, but the file would then describe one machine's folders only
+        raise DataError(f"split file '{split_file}' names {len(absolute)} absolute path(s) ({', '.join(absolute[:3])}); write each "
+                        "path relative to DATA_DIR (e.g. crack/img_001.png)")
+    outside = [r["path"] for r in rows if _normalise(r["path"]).split("/")[0] == ".."]
     if outside:
         raise DataError(f"split file '{split_file}' names {len(outside)} path(s) outside DATA_DIR ({', '.join(outside[:3])}); every "
                         "path must be relative to DATA_DIR and stay inside it")
