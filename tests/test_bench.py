@@ -320,6 +320,11 @@ def test_group_file_keeps_groups_on_one_side(bench_data: Path, tmp_path: Path) -
     split = _write_split(tmp_path / "splits.csv", bench_data)  # first 2 of each class in test: parts 0, 1 straddle
     with pytest.raises(DataError, match="both pool and test"):
         prepare_data(bench_data, cfg, split, groups)
+    first = groups.read_text().splitlines()[1].split(",")[0]
+    with open(groups, "a", newline="") as fh:
+        csv.writer(fh).writerow([first, "part9"])  # the same image in a second group
+    with pytest.raises(DataError, match=f"puts '{first}' in two groups"):
+        prepare_data(bench_data, cfg, group_file=groups)
 
 
 # ------------------------------------------------------------------------------------ errors

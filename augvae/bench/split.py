@@ -162,6 +162,13 @@ def _read_split(split_file: Path, data_dir: Path) -> tuple[list[str], list[str],
 
 def _read_groups(group_file: Path, rel_paths: list[str], data_dir: Path) -> list[str]:
     rows = _read_csv(group_file, ("path", "group"), "group file")
+    first: dict[str, tuple[str, str]] = {}
+    for r in rows:  # one image in two groups: which side of the split it belongs to would depend on the row order
+        key = _normalise(r["path"])
+        if key in first and first[key][1] != r["group"]:
+            raise DataError(f"group file '{group_file}' puts '{first[key][0]}' in two groups ({first[key][1]!r} and "
+                            f"{r['group']!r}); give each image one group")
+        first.setdefault(key, (r["path"], r["group"]))
     by_path = {}
     for r in rows:
         by_path[r["path"]] = r["group"]
