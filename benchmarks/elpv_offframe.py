@@ -8,7 +8,7 @@ affected, at the benchmark's placement settings, for the VAE's masks (``transpla
 (``blurmask``) and CutPaste's rectangles (``cutpaste``), over every defective pool cell as a source:
 
     python benchmarks/elpv_offframe.py --data ../shared/datasets/elpv --vae /work/runs/elpv/cache/surface-vae/4fcd3d6ff514 \\
-        --out benchmarks/results/elpv/offframe.json
+        --cells /work/runs/elpv/default --out benchmarks/results/elpv/offframe.json
 
 The share is of generated samples (each draws one source uniformly and one placement), with a 95% Clopper-Pearson
 interval; a benchmark cell draws its sources from its own k defect images, so a cell's share varies around it.
@@ -20,6 +20,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from scipy.stats import binomtest
@@ -30,6 +31,7 @@ from _common import command_line, environment  # noqa: E402
 from augvae._io import write_json  # noqa: E402
 from augvae.bench.arms import _rectangles  # noqa: E402
 from augvae.bench.config import BenchConfig  # noqa: E402
+from augvae.bench.results import load_cells  # noqa: E402
 from augvae.bench.split import prepare_data  # noqa: E402
 from augvae.config import TRANSPLANT_TRANSLATE, ExtractConfig, config_to_dict  # noqa: E402
 from augvae.errors import AugvaeError, DataError  # noqa: E402
@@ -48,6 +50,8 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--draws", type=int, default=20000, help="generated samples drawn per arm")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cells", default=None, help="a run folder (e.g. /work/runs/elpv/default): also the share of each of its "
+                   "transplant, blurmask and cutpaste cells, from the cell's own defect images")
     p.add_argument("--out", default="benchmarks/results/elpv/offframe.json")
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -73,20 +77,47 @@ def main() -> None:
         "cutpaste": (_rectangles(x[defect_rows], 16, a.seed), defect_rows.repeat_interleave(16),
                      OverlayOptions(policy="same-class", formulation="transplant", k=1, blend="paste", translate=0.5, flip=False)),
     }
-    result = {}
-    for arm, (defects, rows, opts) in arms.items():
+    def off_frame(defects: dict[str, torch.Tensor], rows: torch.Tensor, opts: OverlayOptions, draws_n: int) -> tuple[int, int]:
+        """(samples whose defect lands off the frame, usable sources) over ``draws_n`` draws."""
         src = sources_from_defects(defects, [bd.classes[int(c)] for c in y[rows]], bd.classes, a.background_class)
-        labels = torch.tensor([c for c in range(len(bd.classes)) if c != ok]).repeat(a.draws)[: a.draws]
-        gen = torch.Generator().manual_seed(a.seed)
-        draws = draw_torch(src, opts, a.draws, generator=gen)
+        labels = torch.tensor([c for c in range(len(bd.classes)) if c != ok]).repeat(draws_n)[:draws_n]
+        draws = draw_torch(src, opts, draws_n, generator=torch.Generator().manual_seed(a.seed))
         # make_plan leaves out a defect whose placed mask has no pixel above 0.5 in the frame: those rows are not valid
         plan = make_plan(src, labels, opts, draws, size=(a.image_size, a.image_size))
-        off = int((~plan.valid).sum())
+        return int((~plan.valid).sum()), int(src.has_defect.sum())
+
+    result = {}
+    for arm, (defects, rows, opts) in arms.items():
+        off, usable = off_frame(defects, rows, opts, a.draws)
         ci = binomtest(off, a.draws).proportion_ci(0.95, method="exact")
         result[arm] = {"off_frame": off, "draws": a.draws, "share": off / a.draws, "ci95": [float(ci.low), float(ci.high)],
-                       "usable_sources": int(src.has_defect.sum()), "sources": len(rows),
+                       "usable_sources": usable, "sources": len(rows),
                        "translate": opts.translate, "rotate": opts.rotate, "flip": opts.flip,
                        "mask_area_mean": float(defects["mask"].mean())}
+    per_cell: dict[str, Any] = {}
+    if a.cells:
+        # Each cell's own defect images (its train_paths), as the benchmark extracts them. The masks use this script's
+        # reference cells (the first defect-free pool cells), so a cell's share is close to, not exactly, what it drew.
+        index = {r: i for i, r in enumerate(bd.rel_paths)}
+        for cell in load_cells(a.cells):
+            kind = cell["arm"].removeprefix("classic+")
+            if kind not in arms:
+                continue
+            rows_c = torch.tensor([index[p] for p in cell["train_paths"] if y[index[p]] != ok])
+            if kind == "cutpaste":
+                defects, rows, opts = _rectangles(x[rows_c], 16, cell["seed"]), rows_c.repeat_interleave(16), arms[kind][2]
+            else:
+                project = vae_projector(model) if kind == "transplant" else blur_projector(cfg.blur_sigma)
+                defects, rows, opts = extract_defects(x[rows_c], project, extract, reference=reference), rows_c, placed
+            off, usable = off_frame(defects, rows, opts, 4000)
+            per_cell[cell["id"]] = {"arm": cell["arm"], "k": cell["k"], "seed": cell["seed"], "share": off / 4000 if usable else None,
+                                    "usable_sources": usable}
+        summary: dict[str, Any] = {}
+        for rec in per_cell.values():
+            if rec["share"] is not None:
+                summary.setdefault(f"{rec['arm']} k={rec['k']}", []).append(rec["share"])
+        result["cells_summary"] = {key: {"mean": sum(v) / len(v), "min": min(v), "max": max(v), "cells": len(v)}
+                                   for key, v in sorted(summary.items())}
     write_json(a.out, {
         "what": "share of generated samples whose placed defect had no mask pixel above 0.5 in the frame (before the fix: a "
                 "defect label on an unchanged defect-free image)",
@@ -94,6 +125,7 @@ def main() -> None:
         "settings": {"data": a.data, "vae": a.vae, "image_size": a.image_size, "extract": config_to_dict(extract),
                      "seed": a.seed, "default_translate": TRANSPLANT_TRANSLATE, "reference_images": int(reference.shape[0])},
         "arms": result,
+        "cells": per_cell,
         "seconds": time.perf_counter() - t0,
         "environment": environment(),
     })

@@ -211,7 +211,8 @@ pair resnet18-default resnet18-default paired_arms.json --shared none
 #     it happened (benchmarks/elpv_offframe.py), then classic+transplant, CutPaste and the blur control at k = 5 and 10,
 #     5 seeds, paired with 7a's cells (the same images, the old rule). 7r first checks that --unplaced keep-label still
 #     computes 7a's cells exactly (two cells, their accuracies compared).
-python benchmarks/elpv_offframe.py --data "$DATA" --vae "$RUN/cache/surface-vae/4fcd3d6ff514" --out "$RESULTS/offframe.json"
+python benchmarks/elpv_offframe.py --data "$DATA" --vae "$RUN/cache/surface-vae/4fcd3d6ff514" --cells "$RUN/default" \
+    --out "$RESULTS/offframe.json"
 D7NEW=("${D7[@]/keep-label/redraw}")
 augvae bench "$DATA" --out "$RUN/keep-label-check" --per-class 5,10,20 --arms classic+transplant,classic+cutpaste \
     --cell small-cnn__classic+transplant__k5__s0,small-cnn__classic+cutpaste__k5__s0 "${D7[@]}"
@@ -219,6 +220,7 @@ augvae bench "$DATA" --out "$RUN/redraw" --per-class 5,10 --arms classic+transpl
 report redraw
 pair redraw default paired_with_default.json --shared none
 # 7o. ResNet-18's label-only control at twice the cut budget (800 steps), k = 5 and 10; report resnet18-default merges it.
+#     Not run yet (about 45 minutes with 2 jobs; stopped for time on 2026-12-07).
 CELLS=$(for k in 5 10; do for s in 0 1 2 3 4; do printf 'resnet18__classic+relabel__k%s__s%s,' "$k" "$s"; done; done)
 augvae bench "$DATA" --out "$RUN/resnet18-default/convergence" --classifiers resnet18 --per-class 5,10 \
     --arms "$R18ARMS" --cell "${CELLS%,}" "${D7[@]}" --steps 800
