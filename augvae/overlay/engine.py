@@ -38,12 +38,11 @@ from augvae.overlay.combine import (
     check_formulation,
     combine_rows,
     perturb,
-    placement_matrix,
     residual_composite,
     symmetry_code,
     transplant,
 )
-from augvae.overlay.policy import Draws, OverlayOptions, Plan, draw_torch, make_plan, mix_labels
+from augvae.overlay.policy import Draws, OverlayOptions, Plan, draw_torch, make_plan, mix_labels, placements
 from augvae.overlay.sources import VAESources, sources_from_latents
 
 __all__ = ["DEFAULT_FORMULATION", "OverlayRecord", "overlay", "render", "overlay_batch", "random_overlays", "transplant_onto"]
@@ -137,8 +136,7 @@ def render(src: VAESources, images: Tensor, plan: Plan, opts: OverlayOptions, dr
     base = images if opts.keep_input else resize(src.x_ref, h, w_).expand(b, ch, h, w_)
     if opts.formulation == "transplant":
         slot = src.defect_slot[idx[:, :k]].clamp_min(0)  # (B, k); unused slots carry weight 0
-        theta = placement_matrix(draws.place[:, :k].to(images.dtype), h, w_, opts.translate, opts.zoom_range, opts.flip,
-                                 opts.rotate)
+        theta = placements(opts, draws, k, h, w_).to(images.dtype)
         out = transplant(base, src.d_image[slot], src.d_residual[slot], src.d_mask[slot], theta, w[:, :k].to(images.dtype),
                          _blend_codes(opts, draws.mix[:, :k]), opts.blends)
         return torch.where(plan.valid[:, None, None, None], out.to(images.dtype), images)
@@ -228,7 +226,7 @@ def _records(src: VAESources, plan: Plan, opts: OverlayOptions, draws: Draws, ba
                             opts.formulation, backgrounds[i] if backgrounds else None)
         if opts.formulation == "transplant":
             u = draws.place[i]
-            # as render's placement_matrix draws them (no transpose on a non-square image)
+            # as render's placements draw them (no transpose on a non-square image)
             sym = symmetry_code(u[:, 0], opts.flip, opts.rotate, square=height == width).tolist()
             for j in used:
                 code = sym[j]

@@ -437,10 +437,14 @@ def _lands(src: VAESources, idx: Tensor, opts: OverlayOptions, draws: Draws, siz
         return torch.zeros(b, k, dtype=torch.bool, device=idx.device)
     height, width = size
     mask = src.d_mask[src.defect_slot[idx].clamp_min(0)]  # (B, k, 1, S, S)
-    theta = placement_matrix(draws.place[:, :k].to(mask.dtype), height, width, opts.translate, opts.zoom_range, opts.flip,
-                             opts.rotate)
+    theta = placements(opts, draws, k, height, width).to(mask.dtype)
     placed = warp(mask.reshape(b * k, 1, *mask.shape[-2:]), theta.reshape(b * k, 2, 3), height, width)
     return (placed.reshape(b, k, -1) > 0.5).any(-1)
+
+
+def placements(opts: OverlayOptions, draws: Draws, k: int, height: int, width: int) -> Tensor:
+    """``(B, k, 2, 3)`` the sampling matrices of each slot's transplant (what render and the landing check both use)."""
+    return placement_matrix(draws.place[:, :k].float(), height, width, opts.translate, opts.zoom_range, opts.flip, opts.rotate)
 
 
 def _mix(total: Tensor, background: int, multilabel: bool) -> Tensor:
