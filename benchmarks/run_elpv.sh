@@ -21,9 +21,10 @@ RESULTS=benchmarks/results/elpv
 # 1,320 steps either way, and the same settings keep every finished cell. --extract-mask-low 1.5 --extract-mask-high 3:
 # the mask thresholds when steps 1-4 ran (the default is z 3 to 5 since step 5 measured it; steps 5 and 6 override them).
 # Steps 1-5 also ran before the empty-mask guard (a defect whose mask is empty is no longer drawn); step 6 runs with it.
-# --unplaced keep-label: every step up to 7p ran before dc5397a, when a transplanted defect placed off the frame still
-# gave the unchanged defect-free image its defect label (7.5% of the VAE's transplants; step 7q measures the fix). The
-# flag computes what those cells computed and keeps their fingerprint.
+# --unplaced keep-label: the steps before 7q compute the rule of before dc5397a, when a transplanted defect placed off the
+# frame still gave the unchanged defect-free image its defect label (7.5% of the VAE's transplants; step 7q measures the
+# fix). The flag computes what those cells computed and keeps their fingerprint (7p ran after the fix, with the flag, to
+# join its folder).
 COMMON=(--split-file "$DATA/splits.csv" --background-class ok --seeds 5 --image-size 64 --extract-polarity dark --min-steps 600
         --vae-steps 4000 --vae-batch-size 32 --vae-hidden-dim 128 --jobs 2 --threads 1 --cache-dir "$RUN/cache"
         --extract-mask-low 1.5 --extract-mask-high 3 --unplaced keep-label)
@@ -207,6 +208,13 @@ for k in 5 10; do
 done
 report resnet18-default
 pair resnet18-default resnet18-default paired_arms.json --shared none
+# 7p. ResNet-18's controls at k = 20, into 7g's folder (the rule and fingerprint of its cells: --unplaced keep-label, in
+#     D7). About 20 minutes with 2 jobs.
+CELLS=$(for s in 0 1 2 3 4; do for a in classic+blurmask classic+cutpaste; do printf 'resnet18__%s__k20__s%s,' "$a" "$s"; done; done)
+augvae bench "$DATA" --out "$RUN/resnet18-default-k20" --classifiers resnet18 --per-class 20 \
+    --arms "$R18ARMS" --cell "${CELLS%,}" "${D7[@]}" --steps 400
+report resnet18-default-k20
+pair resnet18-default-k20 resnet18-default-k20 paired_arms.json --shared none
 # 7q. The fix of dc5397a (a defect placed off the frame is placed again: --unplaced redraw, the default since): how often
 #     it happened (benchmarks/elpv_offframe.py), then classic+transplant, CutPaste and the blur control at k = 5 and 10,
 #     5 seeds, paired with 7a's cells (the same images, the old rule). 7r first checks that --unplaced keep-label still
