@@ -24,11 +24,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import add_elpv_arguments, load_elpv  # noqa: E402
+
 from augvae._io import atomic_write  # noqa: E402
 from augvae.bench.config import BenchConfig  # noqa: E402
-from augvae.bench.split import prepare_data  # noqa: E402
 from augvae.config import ExtractConfig  # noqa: E402
-from augvae.errors import AugvaeError, DataError, InputError  # noqa: E402
+from augvae.errors import AugvaeError, InputError  # noqa: E402
 from augvae.model import ConvVAE  # noqa: E402
 from augvae.overlay.extract import blur_projector, extract_defects, vae_projector  # noqa: E402
 
@@ -37,11 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="../shared/datasets/elpv")
-    p.add_argument("--split-file", default=None, help="default: DATA/splits.csv where it exists, else a seeded random split")
-    p.add_argument("--vae", required=True, help="model folder of a VAE trained on the defect-free pool cells")
-    p.add_argument("--background-class", default="ok", help="the defect-free class")
-    p.add_argument("--image-size", type=int, default=64)
+    add_elpv_arguments(p, split_help="default: DATA/splits.csv where it exists, else a seeded random split")
     p.add_argument("--projector", choices=("vae", "blur"), default="vae")
     p.add_argument("--n", type=int, default=12, help="defective pool cells to draw")
     p.add_argument("--seed", type=int, default=0)
@@ -59,14 +56,9 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cfg = BenchConfig(image_size=a.image_size, background_class=a.background_class, per_class=(1,))  # k: only checked here
     split = a.split_file or (Path(a.data) / "splits.csv" if (Path(a.data) / "splits.csv").is_file() else None)
-    bd = prepare_data(a.data, cfg, split)
-    if a.background_class not in bd.classes:
-        raise DataError(f"no class {a.background_class!r} in {a.data} (classes: {', '.join(bd.classes)}); pass --background-class")
-    x, y = bd.data.images.float(), bd.data.labels
-    ok = bd.classes.index(a.background_class)
-    pool = torch.as_tensor(bd.pool)
+    data = load_elpv(a, split)
+    x, y, ok, pool = data.x, data.y, data.ok, data.pool
     defects = pool[y[pool] != ok]
     rows = defects[torch.randperm(len(defects), generator=torch.Generator().manual_seed(a.seed))[: a.n]]
     extract = ExtractConfig(polarity="dark")  # the benchmark's --extract-polarity dark, every other default

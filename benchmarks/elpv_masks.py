@@ -41,13 +41,12 @@ from scipy.stats import bootstrap
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, environment  # noqa: E402
+from _common import add_elpv_arguments, command_line, environment, load_elpv  # noqa: E402
 
 from augvae._io import write_json  # noqa: E402
 from augvae.bench.config import BenchConfig  # noqa: E402
-from augvae.bench.split import prepare_data  # noqa: E402
 from augvae.config import ExtractConfig, config_to_dict  # noqa: E402
-from augvae.errors import AugvaeError, DataError  # noqa: E402
+from augvae.errors import AugvaeError  # noqa: E402
 from augvae.model import ConvVAE  # noqa: E402
 from augvae.overlay.extract import (  # noqa: E402
     blur_projector,
@@ -77,11 +76,7 @@ def _auroc_ci(labels: np.ndarray, score: np.ndarray, n: int = 2000, seed: int = 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="../shared/datasets/elpv")
-    p.add_argument("--split-file", default=None, help="default: DATA/splits.csv")
-    p.add_argument("--vae", required=True, help="model folder of a VAE trained on the defect-free pool cells")
-    p.add_argument("--background-class", default="ok", help="the defect-free class")
-    p.add_argument("--image-size", type=int, default=64)
+    add_elpv_arguments(p)
     p.add_argument("--blur-sigma", type=float, default=BenchConfig.blur_sigma)
     p.add_argument("--thresholds", default="1.5:3,2.5:4,3:5,4:6",
                    help="mask z-scores low:high to compare (1.5:3 the grid's thresholds, 3:5 the default since)")
@@ -89,13 +84,9 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    cfg = BenchConfig(image_size=a.image_size, background_class=a.background_class, per_class=(5,))
-    bd = prepare_data(a.data, cfg, a.split_file or str(Path(a.data) / "splits.csv"))
-    x, y = bd.data.images.float(), bd.data.labels
-    if a.background_class not in bd.classes:
-        raise DataError(f"no class {a.background_class!r} in {a.data} (classes: {', '.join(bd.classes)}); pass --background-class")
-    ok = bd.classes.index(a.background_class)
-    pool, test = torch.as_tensor(bd.pool), torch.as_tensor(bd.test)
+    data = load_elpv(a, a.split_file or str(Path(a.data) / "splits.csv"))
+    bd, x, y, ok, pool = data.bd, data.x, data.y, data.ok, data.pool
+    test = torch.as_tensor(bd.test)
     ref_rows = pool[y[pool] == ok]
     extract = ExtractConfig(polarity="dark")  # the benchmark's --extract-polarity dark, every other default
     reference = x[ref_rows][: extract.reference_images]

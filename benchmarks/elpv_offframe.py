@@ -26,15 +26,14 @@ import torch
 from scipy.stats import binomtest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, environment  # noqa: E402
+from _common import add_elpv_arguments, command_line, environment, load_elpv  # noqa: E402
 
 from augvae._io import write_json  # noqa: E402
 from augvae.bench.arms import _rectangles  # noqa: E402
 from augvae.bench.config import BenchConfig  # noqa: E402
 from augvae.bench.results import load_cells  # noqa: E402
-from augvae.bench.split import prepare_data  # noqa: E402
 from augvae.config import TRANSPLANT_TRANSLATE, ExtractConfig, config_to_dict  # noqa: E402
-from augvae.errors import AugvaeError, DataError  # noqa: E402
+from augvae.errors import AugvaeError  # noqa: E402
 from augvae.model import ConvVAE  # noqa: E402
 from augvae.overlay.extract import blur_projector, extract_defects, vae_projector  # noqa: E402
 from augvae.overlay.policy import OverlayOptions, draw_torch, make_plan  # noqa: E402
@@ -43,11 +42,7 @@ from augvae.overlay.sources import sources_from_defects  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="../shared/datasets/elpv")
-    p.add_argument("--split-file", default=None, help="default: DATA/splits.csv")
-    p.add_argument("--vae", required=True, help="model folder of a VAE trained on the defect-free pool cells")
-    p.add_argument("--background-class", default="ok", help="the defect-free class")
-    p.add_argument("--image-size", type=int, default=64)
+    add_elpv_arguments(p)
     p.add_argument("--draws", type=int, default=20000, help="generated samples drawn per arm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cells", default=None, help="a run folder (e.g. /work/runs/elpv/default): also the share of each of its "
@@ -56,13 +51,9 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    cfg = BenchConfig(image_size=a.image_size, background_class=a.background_class, per_class=(5,))
-    bd = prepare_data(a.data, cfg, a.split_file or str(Path(a.data) / "splits.csv"))
-    x, y = bd.data.images.float(), bd.data.labels
-    if a.background_class not in bd.classes:
-        raise DataError(f"no class {a.background_class!r} in {a.data} (classes: {', '.join(bd.classes)}); pass --background-class")
-    ok = bd.classes.index(a.background_class)
-    pool = torch.as_tensor(bd.pool)
+    cfg = BenchConfig()  # the benchmark's defaults: placement, blend, blur
+    data = load_elpv(a, a.split_file or str(Path(a.data) / "splits.csv"))
+    bd, x, y, ok, pool = data.bd, data.x, data.y, data.ok, data.pool
     defect_rows = pool[y[pool] != ok]
     extract = ExtractConfig(polarity="dark")  # the benchmark's --extract-polarity dark, every other default (z 3 to 5)
     reference = x[pool[y[pool] == ok]][: extract.reference_images]
