@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from augvae.errors import ConfigError
-from augvae.overlay._names import BLEND_CHOICES, FORMULATIONS, MATCHES, POLARITIES
+from augvae.overlay._names import BLEND_CHOICES, FORMULATIONS, MATCHES, POLARITIES, default_blend
 
 __all__ = [
     "ModelConfig",
@@ -292,7 +292,8 @@ class GenerateConfig:
     k: int = _h("overlay: distinct sources combined per image; transplant: defects put onto each background", default=2)
     formulation: str = _h("overlay: sum (the paper's), mean, offset or residual", default="residual")
     backgrounds: str = _h("transplant: a folder of defect-free images to put the defects onto", default="")
-    blend: str = _h("transplant: add, paste, poisson or random", default="random")
+    blend: str = _h("transplant: auto (paste: the backgrounds are defect-free), add, paste, poisson or random (one of the "
+                    "three per defect)", default="auto")
     translate: float = _h("transplant: largest shift of a defect, as a fraction of the image side (0: where it was found)",
                           default=TRANSPLANT_TRANSLATE)
     rotate: bool = _h("transplant: the 90-degree rotations of a defect as well as its flips (off: surfaces with an "
@@ -311,7 +312,9 @@ class GenerateConfig:
         _check_types(self)
         check_choice(self.mode, GENERATE_MODES, "mode")
         check_choice(self.formulation, tuple(f for f in FORMULATIONS if f != "transplant"), "formulation")
-        check_choice(self.blend, BLEND_CHOICES, "blend")
+        check_choice(self.blend, ("auto", *BLEND_CHOICES), "blend")
+        if self.blend == "auto":  # resolved here, so that the config saved next to the images names the blend used
+            object.__setattr__(self, "blend", default_blend(onto_defect_free=True))
         if self.mode == "transplant" and not self.backgrounds:
             raise ConfigError("mode transplant puts real defects onto real defect-free images: pass --backgrounds DIR "
                               "(e.g. the defect-free class folder of the training data)")

@@ -24,10 +24,11 @@ RESULTS=benchmarks/results/elpv
 # --unplaced keep-label: the steps before 7q compute the rule of before dc5397a, when a transplanted defect placed off the
 # frame still gave the unchanged defect-free image its defect label (7.5% of the VAE's transplants; step 7q measures the
 # fix). The flag computes what those cells computed and keeps their fingerprint (7p ran after the fix, with the flag, to
-# join its folder).
+# join its folder). --blend random: every step before 8 ran with a random blend per defect, the default until step 8
+# (with --background-class the default is the feathered paste since then; a step that names its blend puts it last).
 COMMON=(--split-file "$DATA/splits.csv" --background-class ok --seeds 5 --image-size 64 --extract-polarity dark --min-steps 600
         --vae-steps 4000 --vae-batch-size 32 --vae-hidden-dim 128 --jobs 2 --threads 1 --cache-dir "$RUN/cache"
-        --extract-mask-low 1.5 --extract-mask-high 3 --unplaced keep-label)
+        --extract-mask-low 1.5 --extract-mask-high 3 --unplaced keep-label --blend random)
 ARMS=original,classic,transplant,classic+transplant,blurmask,classic+blurmask,cutpaste,classic+cutpaste
 
 # report NAME: merge RUN/NAME's finished cells into RESULTS/NAME. The report refuses a folder holding files it does not
@@ -76,8 +77,8 @@ report resnet18
 augvae bench "$DATA" --out "$RUN/small-cnn-filter0.5" --per-class 5,10 --filter-confidence 0.5 --no-convergence-check \
     --arms original,classic+transplant "${COMMON[@]}"
 report small-cnn-filter0.5
-augvae bench "$DATA" --out "$RUN/small-cnn-paste" --per-class 5,10 --blend paste --no-convergence-check \
-    --arms original,classic+transplant,classic+blurmask "${COMMON[@]}"
+augvae bench "$DATA" --out "$RUN/small-cnn-paste" --per-class 5,10 --no-convergence-check \
+    --arms original,classic+transplant,classic+blurmask "${COMMON[@]}" --blend paste
 report small-cnn-paste
 
 # 5. A stricter mask (z 3 to 5 instead of 1.5 to 3; benchmarks/elpv_masks.py shows why): classic, classic+transplant and
@@ -107,9 +108,10 @@ pair small-cnn-guard small-cnn-z3 paired_with_z3.json
 #    (a defect-free cell, unchanged, labelled defective: what the label alone does). What is committed in
 #    benchmarks/results/elpv/default/ is all of it (7a, k = 5 and 10, took about 60 minutes with 2 jobs on the 2026-12-07
 #    machine; 7b to 7d about 2 hours more).
-D7=(--split-file "$DATA/splits.csv" --background-class ok --seeds 5 --image-size 64 --extract-polarity dark --min-steps 1200
+D7BASE=(--split-file "$DATA/splits.csv" --background-class ok --seeds 5 --image-size 64 --extract-polarity dark --min-steps 1200
     --steps 1320 --vae-steps 4000 --vae-batch-size 32 --vae-hidden-dim 128 --jobs 2 --threads 1 --cache-dir "$RUN/cache"
-    --no-convergence-check --unplaced keep-label)
+    --no-convergence-check)
+D7=("${D7BASE[@]}" --unplaced keep-label --blend random)
 D7ARMS=original,classic,transplant,classic+transplant,classic+blurmask,classic+cutpaste,classic+relabel
 # 7a. k = 5, then k = 10: every arm but transplant alone.
 for k in 5 10; do
@@ -172,7 +174,7 @@ pair genp0.25 default paired_with_default.json --shared none
 # 7j. One blend instead of a random one per sample: the feathered paste, the residual added, the seamless blend
 #     (classic+transplant, k = 5 and 10, paired with 7a). 8 to 13 minutes each with 2 jobs.
 for b in paste add poisson; do
-  augvae bench "$DATA" --out "$RUN/blend-$b" --per-class 5,10 --arms classic+transplant --blend "$b" "${D7[@]}"
+  augvae bench "$DATA" --out "$RUN/blend-$b" --per-class 5,10 --arms classic+transplant "${D7[@]}" --blend "$b"
   report "blend-$b"
   pair "blend-$b" default paired_with_default.json --shared none
 done
@@ -234,3 +236,16 @@ augvae bench "$DATA" --out "$RUN/resnet18-default/convergence" --classifiers res
     --arms "$R18ARMS" --cell "${CELLS%,}" "${D7[@]}" --steps 800
 report resnet18-default
 pair resnet18-default resnet18-default paired_arms.json --shared none
+
+# 8. The default as it ships since the feathered paste became the blend onto defect-free surfaces (7j: it ranked the test
+#    cells better than a random blend per defect at the same accuracy), with the off-frame fix (--unplaced redraw, 7q):
+#    D7BASE's settings at their defaults. Run on a third machine (2026-12-07, late), so every compared arm runs here:
+#    classic, classic+transplant and the three controls (the blur mask, now pasted too; CutPaste; labels alone), k = 5
+#    and 10, then k = 20, 5 seeds.
+D8ARMS=classic,classic+transplant,classic+blurmask,classic+cutpaste,classic+relabel
+for ks in "5 10" "20"; do
+  CELLS=$(for k in $ks; do for s in 0 1 2 3 4; do for a in ${D8ARMS//,/ }; do printf 'small-cnn__%s__k%s__s%s,' "$a" "$k" "$s"; done; done; done)
+  augvae bench "$DATA" --out "$RUN/paste-default" --per-class 5,10,20 --arms "$D8ARMS" --cell "${CELLS%,}" "${D7BASE[@]}"
+done
+report paste-default
+pair paste-default paste-default paired_arms.json --shared none

@@ -729,6 +729,17 @@ def test_healed_images_are_the_defect_image_with_the_projection_under_the_mask(t
     assert BenchConfig(heal_p=0.1, background_class="ok").fingerprint() != BenchConfig(background_class="ok").fingerprint()
 
 
+def test_the_default_blend_follows_the_setting_and_keeps_earlier_fingerprints() -> None:
+    """``blend="auto"`` is resolved on construction: paste onto defect-free surfaces, random defect on defect (NEU's
+    runs), so a run folder of either setting resumes with the blend its cells used."""
+    assert BenchConfig(background_class="ok").blend == "paste" and BenchConfig().blend == "random"
+    assert BenchConfig().fingerprint() == BenchConfig(blend="random").fingerprint()  # NEU's folders: unchanged
+    elpv = BenchConfig(background_class="ok")
+    assert elpv.fingerprint() == BenchConfig(background_class="ok", blend="paste").fingerprint()
+    assert elpv.fingerprint() != BenchConfig(background_class="ok", blend="random").fingerprint()  # earlier ELPV runs: --blend random
+    assert elpv.replace(seeds=2).blend == "paste"
+
+
 def test_channels_last_for_timm_models_on_cpu_gives_the_same_predictions() -> None:
     from augvae.bench.classifiers import SmallCNN, create_classifier, predict, use_channels_last
 

@@ -37,7 +37,7 @@ from augvae.config import (
     config_to_dict,
 )
 from augvae.errors import ConfigError
-from augvae.overlay._names import BLEND_CHOICES, LATENT_FORMULATIONS
+from augvae.overlay._names import BLEND_CHOICES, LATENT_FORMULATIONS, default_blend
 
 __all__ = ["ARMS", "BASELINE_ARMS", "CONTROL_ARMS", "GRID_FIELDS", "LABEL_POLICIES", "MIX_MODES", "OVERLAY_BASES", "RUN_FIELDS",
            "BenchConfig"]
@@ -129,7 +129,8 @@ class BenchConfig:
                            "differences of other sources from it) or library (augvae.overlay.overlay_batch onto real training "
                            "images, as the transforms do with formulation residual)", default="decoded")
     overlay_scale: float = _h("vae arms: sample around each source centre with this many posterior std (0 = centres)", default=0.0)
-    blend: str = _h("transplant arms: " + ", ".join(BLEND_CHOICES), default="random")
+    blend: str = _h("transplant arms: auto (paste with background_class, where defects go onto defect-free surfaces; "
+                    "random without), " + ", ".join(BLEND_CHOICES), default="auto")
     transplant_k: int = _h("transplant arms: defects put onto one image", default=1)
     translate: float = _h("transplant arms: largest shift of a defect, as a fraction of the image side",
                           default=TRANSPLANT_TRANSLATE)
@@ -217,7 +218,9 @@ class BenchConfig:
         check_choice(self.balanced, ("auto", "on", "off"), "balanced")
         check_choice(self.precision, ("fp32", "bf16"), "precision")
         check_choice(self.memory_format, ("auto", "channels-last", "contiguous"), "memory_format")
-        check_choice(self.blend, BLEND_CHOICES, "blend")
+        check_choice(self.blend, ("auto", *BLEND_CHOICES), "blend")
+        if self.blend == "auto":  # resolved, so that the fingerprint and the saved config name the blend the cells used
+            object.__setattr__(self, "blend", default_blend(onto_defect_free=bool(self.background_class)))
         check_choice(self.gen_replaces, ("defect", "defect-free"), "gen_replaces")
         check_choice(self.unplaced, UNPLACED, "unplaced")
         for name in ("lr", "mix_alpha", "blur_sigma"):

@@ -48,7 +48,16 @@ from torch import Tensor
 
 from augvae.config import TRANSPLANT_TRANSLATE, check_choice
 from augvae.errors import ConfigError
-from augvae.overlay._names import BACKGROUND_NAMES, BLEND_CHOICES, BLENDS, FORMULATIONS, POLICIES
+from augvae.overlay._names import (
+    BACKGROUND_NAMES,
+    BLEND_CHOICES,
+    BLENDS,
+    DEFAULT_BLEND,
+    DEFAULT_BLEND_ONTO_DEFECT_FREE,
+    FORMULATIONS,
+    POLICIES,
+    default_blend,
+)
 from augvae.overlay.combine import check_formulation, placement_matrix, warp
 from augvae.overlay.extract import EMPTY_MASK_FIX
 from augvae.overlay.sources import VAESources, as_classes
@@ -57,6 +66,8 @@ __all__ = [
     "POLICIES",
     "DEFAULT_POLICY",
     "DEFAULT_BLEND",
+    "DEFAULT_BLEND_ONTO_DEFECT_FREE",
+    "default_blend",
     "BLEND_CHOICES",
     "BACKGROUND_NAMES",
     "OverlayOptions",
@@ -72,9 +83,6 @@ __all__ = [
 
 #: ``auto``: ``onto-background`` for a model with real defects and a defect-free class, else ``same-class``.
 DEFAULT_POLICY = "auto"
-#: The blend ``auto`` stands for: a random blend per defect; in the ELPV pre-screen (classic+transplant, k = 5,
-#: 3 seeds; benchmarks/results/elpv/README.md) it tied the additive residual (0.686 both) and beat a fixed paste (0.662).
-DEFAULT_BLEND = "random"
 
 
 def _as_range(value: Any, name: str, lo_limit: float, hi_limit: float, example: str) -> tuple[float, float]:
@@ -112,7 +120,8 @@ class OverlayOptions:
         weight: Overlay weight of each source: a number, or ``(low, high)`` drawn uniformly per source.
         keep_input: Overlay onto the input (True) or replace it by a fresh overlay (False).
         multilabel: With ``policy="soft"``, return multi-hot labels instead of probabilities.
-        blend: ``transplant``: ``auto`` (:data:`DEFAULT_BLEND`), ``add``, ``paste``, ``poisson`` or ``random``.
+        blend: ``transplant``: ``auto`` (:func:`default_blend`: ``paste`` onto defect-free surfaces, else
+            ``random``), ``add``, ``paste``, ``poisson`` or ``random`` (one of the three per defect).
         translate: ``transplant``: largest shift of a defect, as a fraction of the image side.
         zoom: ``transplant``: a number or ``(low, high)`` range of the defect's scale factor.
         flip: ``transplant``: a random flip / 90-degree rotation of each defect.
@@ -242,7 +251,7 @@ class OverlayOptions:
             # onto-background only where the defects were extracted against the defect-free class: a --background image
             # or a class merely named like "ok" does not make the other images' defects defects on defect-free surfaces
             policy = "onto-background" if formulation == "transplant" and src.background >= 0 and src.defect_free_class else "same-class"
-        blend = DEFAULT_BLEND if self.blend == "auto" else self.blend
+        blend = default_blend(policy == "onto-background") if self.blend == "auto" else self.blend
         if (formulation, policy, blend) == (self.formulation, self.policy, self.blend):
             return self
         return dataclasses.replace(self, formulation=formulation, policy=policy, blend=blend)
