@@ -18,6 +18,7 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -103,8 +104,24 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Write ``obj`` as indented, strict JSON to ``path`` atomically.
+
+    A NaN or infinite number (an undefined statistic, a diverged loss) is written as ``null``: Python's
+    bare ``NaN`` is not JSON, and other readers (jq, browsers, pandas' strict mode) refuse the file.
+    """
+    text = json.dumps(_finite(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (containers copied, other values as they are)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def write_csv(
@@ -131,8 +148,8 @@ def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Any], metad
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
+    if hasattr(obj, "tolist"):  # tensors and numpy values
+        return _finite(obj.tolist())
     if isinstance(obj, (set, frozenset)):
         return sorted(obj)
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")

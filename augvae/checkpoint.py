@@ -310,12 +310,19 @@ def read_model_folder(path: str | os.PathLike[str], model_cls: type, device: str
     return LoadedModel(model=model, path=root, train_config=train_config, data=data)
 
 
-def load_latents(path: str | os.PathLike[str], data: dict[str, Any] | None = None) -> dict[str, Tensor] | None:
+def load_latents(path: str | os.PathLike[str], data: dict[str, Any] | None = None,
+                 latent_dim: int | None = None) -> dict[str, Tensor] | None:
     """The stored latents of a model folder's sources, or None if it has none; checked against ``data``.
+
+    Args:
+        path: The model folder.
+        data: Its ``config.json`` ``data`` section: the latents must match its names and classes.
+        latent_dim: The model's latent size: the latents must have it (a file from another model otherwise
+            fails later, deep inside the decoder).
 
     Raises:
         ModelFolderError: The file is corrupted, its tensors have the wrong shapes, or they do not
-            match the names and classes of ``config.json``.
+            match the names and classes of ``config.json`` or the model's latent size.
     """
     p = Path(path) / LATENTS_FILE
     if not p.exists():
@@ -330,6 +337,8 @@ def load_latents(path: str | os.PathLike[str], data: dict[str, Any] | None = Non
                                f"{tuple(labels.shape)}; expected (N, D), (N, D), (N,) integers; {fix}")
     if not (bool(torch.isfinite(mu).all()) and bool(torch.isfinite(logvar).all())):
         raise ModelFolderError(f"{p} holds NaN or infinite latents; {fix}")
+    if latent_dim is not None and mu.shape[1] != latent_dim:
+        raise ModelFolderError(f"{p} holds {mu.shape[1]}-dimensional latents but the model's latent_dim is {latent_dim}; {fix}")
     if data is not None:
         n = mu.shape[0]
         if data["names"] and len(data["names"]) != n:
@@ -343,11 +352,19 @@ def load_latents(path: str | os.PathLike[str], data: dict[str, Any] | None = Non
     return {"mu": mu, "logvar": logvar, "labels": labels.long()}
 
 
-def load_defects(path: str | os.PathLike[str], data: dict[str, Any], channels: int) -> dict[str, Tensor] | None:
+def load_defects(path: str | os.PathLike[str], data: dict[str, Any], channels: int,
+                 image_size: int | None = None) -> dict[str, Tensor] | None:
     """The stored defect sources of a model folder (image, projection, residual, mask), or None.
 
+    Args:
+        path: The model folder.
+        data: Its ``config.json`` ``data`` section.
+        channels: The model's image channels.
+        image_size: The model's image side: the stored defects were extracted at it (defects of another
+            size would be transplanted at a wrong scale onto every surface).
+
     Raises:
-        ModelFolderError: The file is corrupted or does not match ``data['defect_sources']``.
+        ModelFolderError: The file is corrupted or does not match ``data['defect_sources']`` or the model.
     """
     p = Path(path) / DEFECTS_FILE
     if not p.exists():
@@ -361,8 +378,10 @@ def load_defects(path: str | os.PathLike[str], data: dict[str, Any], channels: i
     if set(d) != need:
         raise ModelFolderError(f"{p} must hold {', '.join(sorted(need))}, got {', '.join(sorted(d))}; {fix}")
     shape = tuple(d["image"].shape)
-    if len(shape) != 4 or shape[0] != m or shape[1] != channels or shape[2] != shape[3]:
-        raise ModelFolderError(f"{p} holds images of shape {shape}, expected ({m}, {channels}, S, S); {fix}")
+    side = "S" if image_size is None else str(image_size)
+    if len(shape) != 4 or shape[0] != m or shape[1] != channels or shape[2] != shape[3] or (
+            image_size is not None and shape[2] != image_size):
+        raise ModelFolderError(f"{p} holds images of shape {shape}, expected ({m}, {channels}, {side}, {side}); {fix}")
     for key in ("projection", "residual"):
         if tuple(d[key].shape) != shape:
             raise ModelFolderError(f"{p} '{key}' has shape {tuple(d[key].shape)}, expected {shape}; {fix}")

@@ -327,6 +327,27 @@ def test_group_file_keeps_groups_on_one_side(bench_data: Path, tmp_path: Path) -
         prepare_data(bench_data, cfg, group_file=groups)
 
 
+def test_a_random_split_that_cannot_serve_every_class_says_which_option_to_change(bench_data: Path, tmp_path: Path) -> None:
+    """These were sklearn's errors, naming n_splits and test_size, which augvae's options do not have."""
+    from augvae.bench.split import prepare_data
+
+    groups = tmp_path / "groups.csv"
+    rows = [f"{d.name}/{f.name},{d.name}" for d in sorted(p for p in bench_data.iterdir() if p.is_dir()) for f in d.glob("*.png")]
+    groups.write_text("path,group\n" + "\n".join(rows) + "\n")  # one group per class: 4 groups, each holding a whole class
+    cfg = BenchConfig(**{**TINY, "per_class": (1,), "seeds": 1, "test_fraction": 0.1})  # 10 folds of 4 groups
+    with pytest.raises(DataError, match=r"4 group\(s\), too few for a random split with test_fraction 0.1 .*finer groups"):
+        prepare_data(bench_data, cfg, group_file=groups)
+    with pytest.raises(DataError, match=r"have no test images in the split \(random.*give them more groups"):
+        prepare_data(bench_data, cfg.replace(test_fraction=0.5), group_file=groups)  # whole classes land in the test fold
+    with pytest.raises(DataError, match=r"test_fraction 0.05 of 28 images gives 2 test image\(s\).*--test-fraction"):
+        prepare_data(bench_data, cfg.replace(test_fraction=0.05))  # 4 classes need 4 test images
+    one = tmp_path / "one.csv"
+    one.write_text("path,class,split\n" + "\n".join(f"{r.split(',')[0]},crack,{'test' if i % 2 else 'pool'}"
+                                                      for i, r in enumerate(rows) if r.startswith("crack")) + "\n")
+    with pytest.raises(DataError, match=r"at least 2 classes, found 1 \(crack\); list images of at least 2 classes in the split file"):
+        prepare_data(bench_data, cfg, one)
+
+
 # ------------------------------------------------------------------------------------ errors
 def test_class_missing_from_test_is_a_clear_error(bench_data: Path, tmp_path: Path) -> None:
     from augvae.bench.split import prepare_data

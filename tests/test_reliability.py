@@ -136,6 +136,27 @@ def test_atomic_write_leaves_nothing_half_written(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
+def test_json_outputs_are_strict_json_and_undefined_metrics_read_back_as_nan(tmp_path: Path) -> None:
+    """inspect's stats.json held a bare NaN (a class with one source has no spread), which jq and browsers refuse."""
+    import math
+
+    import numpy as np
+
+    from augvae._io import write_json
+    from augvae.bench.results import load_cells
+
+    write_json(tmp_path / "s.json", {"a": float("nan"), "b": [1.0, float("inf")], "t": torch.tensor([0.5, float("nan")]),
+                                     "n": np.float32("nan"), "ok": 0.25, "none": None})
+    text = (tmp_path / "s.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard constant {c}")) == {
+        "a": None, "b": [1.0, None], "t": [0.5, None], "n": None, "ok": 0.25, "none": None}
+    (tmp_path / "cells").mkdir()
+    write_json(tmp_path / "cells" / "c.json", {"id": "c", "metrics": {"accuracy": 0.5, "auroc": float("nan")}})
+    (cell,) = load_cells(tmp_path)
+    assert cell["metrics"]["accuracy"] == 0.5 and math.isnan(cell["metrics"]["auroc"])  # statistics over seeds stay NaN
+
+
 def test_second_writer_gets_a_clear_error(tmp_path: Path) -> None:
     from augvae._io import output_lock
 

@@ -526,9 +526,10 @@ def test_no_image_gets_a_defects_label_without_its_pixels(model_dir: Path, folde
     ("model.safetensors", None, float("nan"), "holds NaN or infinite values"),
     ("defects.safetensors", "image", 255.0, "'image' has values from .* outside \\[0, 1\\]"),
     ("defects.safetensors", "mask", float("inf"), "holds NaN or infinite values"),
+    ("defects.safetensors", "*", "crop", "holds images of shape .*, expected \\(\\d+, 1, 32, 32\\)"),
 ])
 def test_a_damaged_tensor_file_is_a_clear_error(model_dir: Path, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], file: str,
-                                                key: str | None, value: float, message: str) -> None:
+                                                key: str | None, value: float | str, message: str) -> None:
     """A NaN weight decoded black images, and defects stored in 0-255 saturated every transplant, without any error."""
     import shutil
 
@@ -537,9 +538,12 @@ def test_a_damaged_tensor_file_is_a_clear_error(model_dir: Path, folder: Path, t
     bad = tmp_path / "model"
     shutil.copytree(model_dir, bad)
     tensors = load_file(str(bad / file))
-    name = key or next(k for k, t in tensors.items() if t.is_floating_point())
-    tensors[name] = tensors[name].clone()
-    tensors[name].view(-1)[0] = value
+    if value == "crop":  # defects of another size (28 px in a 32-px model): every transplant at a wrong scale
+        tensors = {k: t[..., 2:-2, 2:-2].contiguous() for k, t in tensors.items()}
+    else:
+        name = key or next(k for k, t in tensors.items() if t.is_floating_point())
+        tensors[name] = tensors[name].clone()
+        tensors[name].view(-1)[0] = value
     save_file(tensors, str(bad / file))
     assert main(["generate", str(bad), "--out", str(tmp_path / "gen"), "--mode", "transplant", "--backgrounds", str(folder / "clean"),
                  "--n", "2", "-q"]) == 2
@@ -548,6 +552,28 @@ def test_a_damaged_tensor_file_is_a_clear_error(model_dir: Path, folder: Path, t
     import re
 
     assert re.search(message, err), err
+    assert not (tmp_path / "gen").exists()
+
+
+def test_latents_of_another_size_are_a_clear_error(model_dir: Path, folder: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Latents copied from a model with another latent size failed deep inside the decoder (a matmul shape error)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from augvae.checkpoint import LATENTS_FILE
+
+    bad = tmp_path / "model"
+    shutil.copytree(model_dir, bad)
+    lat = load_file(str(bad / LATENTS_FILE))
+    lat = {**lat, "mu": torch.cat([lat["mu"], lat["mu"][:, :1]], 1), "logvar": torch.cat([lat["logvar"], lat["logvar"][:, :1]], 1)}
+    save_file(lat, str(bad / LATENTS_FILE))
+    assert main(["generate", str(bad), "--out", str(tmp_path / "gen"), "--mode", "transplant", "--backgrounds", str(folder / "clean"),
+                 "--n", "2", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "-dimensional latents but the model's latent_dim is" in err and LATENTS_FILE in err
     assert not (tmp_path / "gen").exists()
 
 

@@ -364,7 +364,7 @@ def _train_or_load(folder: Path, data: ImageSet, cfg: BenchConfig, steps: int, s
                 os.replace(tmp, folder)  # the folder appears whole or not at all
             write_json(marker, info)
         loaded = load_model(folder)
-        lat = load_latents(folder)
+        lat = load_latents(folder, latent_dim=loaded.model.config.latent_dim)
         info = json.loads(marker.read_text())
     assert lat is not None
     return CachedVAE(loaded.model, lat["mu"], lat["logvar"], lat["labels"].long(), [Path(p).stem for p in info["train_paths"]], info,

@@ -40,8 +40,9 @@ _SMOKE = {"per_class": (2,), "steps": 8, "vae_steps": 8, "batch_size": 8}
 _SMOKE_DEFECTS, _SMOKE_CLEAN = 6, 12
 
 
-def _fmt(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{x:.3f}"
+def _fmt(x: float | None) -> str:
+    # results.json writes an undefined statistic (a p value of identical differences) as null
+    return "n/a" if x is None or math.isnan(x) else f"{x:.3f}"
 
 
 def quick_comparison(out_dir: str | os.PathLike[str], seeds: int = 3, progress: bool = True, quick: bool = False,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -41,8 +42,11 @@ def load_cells(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
     records = []
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            records.append(json.loads(p.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as err:
+            rec = json.loads(p.read_text(encoding="utf-8"))
+            if isinstance(rec.get("metrics"), dict):  # an undefined metric (AUROC of a one-class test set) is null on disk
+                rec["metrics"] = {m: math.nan if v is None else v for m, v in rec["metrics"].items()}
+            records.append(rec)
+        except (OSError, ValueError, AttributeError) as err:
             log.warning("skipping unreadable cell file %s (%s); delete it to recompute the cell", p, err)
     return records
 

@@ -20,6 +20,7 @@ trained the cell checks that no test image is among its training images, and sto
 from __future__ import annotations
 
 import csv
+import math
 import os
 import posixpath
 from collections.abc import Sequence
@@ -195,10 +196,20 @@ def _random_split(labels: np.ndarray, groups: list[str] | None, cfg: BenchConfig
                         "one to test): add images to it or drop its folder")
     test = np.zeros(labels.size, dtype=bool)
     if groups is None:
+        n_test = math.ceil(cfg.test_fraction * labels.size)
+        if not len(classes) <= n_test <= labels.size - len(classes):  # sklearn's own error names test_size, not the option
+            raise DataError(f"a random split with test_fraction {cfg.test_fraction} of {labels.size} images gives {n_test} test "
+                            f"image(s), but each of the {len(classes)} classes needs one on each side: pass a --test-fraction "
+                            "that leaves every class a test and a training image, or a --split-file")
         _, te = train_test_split(idx, test_size=cfg.test_fraction, stratify=labels, random_state=cfg.split_seed)
         test[te] = True
         return test
     n_splits = max(2, round(1 / cfg.test_fraction))
+    n_groups = len(set(groups))
+    if n_groups < n_splits:  # sklearn's own message names n_splits, which the user never set
+        raise DataError(f"the group file puts the images in {n_groups} group(s), too few for a random split with test_fraction "
+                        f"{cfg.test_fraction} (it needs at least {n_splits}): use finer groups, a larger --test-fraction, or "
+                        "a --split-file")
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=cfg.split_seed)
     _, te = next(folds.split(idx, labels, groups))
     test[te] = True
@@ -236,7 +247,9 @@ def prepare_data(
         test_mask = None
         source = f"random (test_fraction {cfg.test_fraction}, seed {cfg.split_seed})"
     if len(classes) < 2:
-        raise DataError(f"the benchmark needs at least 2 classes, found {len(classes)} ({', '.join(classes)}); use one subfolder per class")
+        fix = (f"list images of at least 2 classes in the split file '{split_file}'" if split_file is not None
+               else "use one subfolder per class")
+        raise DataError(f"the benchmark needs at least 2 classes, found {len(classes)} ({', '.join(classes)}); {fix}")
     groups = _read_groups(Path(group_file), rel, root) if group_file is not None else None
     if test_mask is None:
         test_mask = _random_split(labels, groups, cfg, classes)
@@ -251,10 +264,11 @@ def prepare_data(
     counts = {c: (int(((labels == i) & ~test_mask).sum()), int(((labels == i) & test_mask).sum())) for i, c in enumerate(classes)}
     no_test = [c for c, (_, t) in counts.items() if t == 0]
     if no_test:
-        raise DataError(
-            f"class(es) {', '.join(no_test)} have no test images in the split ({source}); every class needs test images: "
-            "add 'test' rows for them to the split file (or drop the class)"
-        )
+        fix = ("add 'test' rows for them to the split file (or drop the class)" if split_file is not None else
+               "the group file keeps all of their images in too few groups: give them more groups, or pass a --split-file")
+        # (a random split without groups is stratified: _random_split gives every class a test image or refuses)
+        raise DataError(f"class(es) {', '.join(no_test)} have no test images in the split ({source}); every class needs test "
+                        f"images: {fix}")
     if cfg.background_class and cfg.background_class not in classes:
         raise DataError(f"background class {cfg.background_class!r} is not one of the classes ({', '.join(classes)}); pass the "
                         "name of the defect-free class")

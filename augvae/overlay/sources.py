@@ -76,7 +76,7 @@ def model_sources(loaded: Any) -> SourceList:
         ModelFolderError: Its latents or defects do not match its ``config.json``.
     """
     data = loaded.data
-    lat = load_latents(loaded.path, data)
+    lat = load_latents(loaded.path, data, loaded.model.config.latent_dim)
     if lat is None:
         raise ConfigError(
             f"{loaded.path} has no stored latents ({LATENTS_FILE}), so it has no overlay sources; "
@@ -86,7 +86,7 @@ def model_sources(loaded: Any) -> SourceList:
     labels = lat["labels"].tolist()
     names = list(data["names"] or [str(i) for i in range(len(labels))])
     classes = [class_names[i] if i < len(class_names) else str(i) for i in labels]
-    defects = load_defects(loaded.path, data, loaded.model.config.channels)
+    defects = load_defects(loaded.path, data, loaded.model.config.channels, loaded.model.config.image_size)
     return SourceList(lat["mu"], lat["logvar"], names, classes, data["background"], data["background_class"], class_names,
                       defects, list(data["defect_sources"]) if defects is not None else None)
 
