@@ -31,6 +31,7 @@ from augvae.errors import (
     ModelFolderError,
     OutputError,
     OutputLockedError,
+    TrainingDivergedError,
 )
 
 # name -> module that defines it. The overlay function is augvae.overlay.overlay: the subpackage augvae.overlay takes
@@ -72,6 +73,7 @@ __all__ = [
     "ModelFolderError",
     "OutputError",
     "OutputLockedError",
+    "TrainingDivergedError",
     "FORMULATIONS",
     *_NAMES,
 ]

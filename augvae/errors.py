@@ -24,6 +24,7 @@ __all__ = [
     "ModelFolderError",
     "OutputError",
     "OutputLockedError",
+    "TrainingDivergedError",
 ]
 
 
@@ -37,6 +38,20 @@ class ConfigError(AugvaeError, ValueError):
 
 class DataError(AugvaeError, ValueError):
     """A data folder or split file cannot be used (empty, missing, too few images per class)."""
+
+
+class TrainingDivergedError(DataError):
+    """VAE training diverged (a NaN, or a loss that exploded); the message says how to retry.
+
+    Attributes:
+        reason: What the loss did (``"loss is NaN or infinite"``, ``"loss grew from 1e+02 to 2e+06"``).
+        epoch: The epoch at which training stopped.
+    """
+
+    def __init__(self, message: str, reason: str = "", epoch: int = 0) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.epoch = epoch
 
 
 class ImageReadError(DataError):

@@ -48,7 +48,7 @@ from augvae.checkpoint import (
 )
 from augvae.config import ExtractConfig, ModelConfig, TrainConfig, config_to_dict, recipe_config
 from augvae.data.images import ImageSet
-from augvae.errors import ConfigError, DataError, ModelFolderError, OutputError
+from augvae.errors import ConfigError, DataError, ModelFolderError, OutputError, TrainingDivergedError
 from augvae.figures import plot_history
 from augvae.model import ConvVAE, check_images
 from augvae.overlay.extract import EMPTY_MASK_FIX, extract_defects, usable_defects, vae_projector
@@ -359,8 +359,8 @@ def train(
             if why:
                 kept = f"; {root} keeps the checkpoint of epoch {history[-1]['epoch']}" if root is not None and history else ""
                 where = f": delete {root} (or choose another --out) and " if root is not None else ": "
-                raise DataError(f"training diverged at epoch {epoch} ({why}){kept}{where}retry with a lower "
-                                f"--lr (now {train_config.lr}) or --optimizer adam")
+                raise TrainingDivergedError(f"training diverged at epoch {epoch} ({why}){kept}{where}retry with a lower "
+                                            f"--lr (now {train_config.lr}) or --optimizer adam", reason=why, epoch=epoch)
             kl_dims /= n_batches
             row = {"epoch": epoch, "loss": mean[0], "recon": mean[1], "kl": mean[2], "beta": beta,
                    "active_units": active_units(kl_dims), "seconds": time.perf_counter() - t0}

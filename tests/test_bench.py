@@ -719,6 +719,33 @@ def test_a_generated_defect_sample_holds_its_defect(tmp_path: Path, arm: str) ->
         BenchConfig(unplaced="drop")
     assert "unplaced" not in BenchConfig(unplaced="keep-label").cell_settings()  # earlier run folders keep their fingerprint
 
+def test_a_diverging_benchmark_vae_names_the_benchmarks_own_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The VAE's divergence said 'retry with a lower --lr', which in augvae bench is the classifier's learning rate."""
+    from augvae.bench.arms import build_training_set
+    from augvae.data.images import load_folder
+    from augvae.errors import TrainingDivergedError
+    from augvae.model import ConvVAE, LossTerms
+
+    real = ConvVAE.loss
+
+    def nan_loss(self: ConvVAE, x: torch.Tensor, out: object, beta: float | None = None) -> LossTerms:
+        terms = real(self, x, out, beta)  # type: ignore[arg-type]
+        return LossTerms(terms.loss * float("nan"), terms.recon, terms.kl, terms.kl_per_dim)
+
+    monkeypatch.setattr(ConvVAE, "loss", nan_loss)
+    data = load_folder(_defect_free_data(tmp_path, ("crack", "pore"), 4, 8), image_size=32)
+    cfg = BenchConfig(arms=("transplant",), **{**TINY, "background_class": "clean"})
+    with pytest.raises(TrainingDivergedError, match=r"the benchmark's VAE \(8 images, .* steps\) diverged at epoch 1 \(loss is NaN "
+                                                    r"or infinite\): retry with a lower --vae-lr \(now 0.002\) or a larger "
+                                                    r"--vae-batch-size") as info:
+        build_training_set("transplant", data, cfg, tmp_path / "cache", "key", 4, 0)
+    assert "--lr " not in str(info.value) and "\n" not in str(info.value)
+    # the learning rate is a setting of the cells and of the cached VAE, except at the value every earlier run used
+    assert "vae_lr" not in BenchConfig().cell_settings() and BenchConfig(vae_lr=1e-3).cell_settings()["vae_lr"] == 1e-3
+    with pytest.raises(ConfigError, match="vae_lr must be a finite number > 0"):
+        BenchConfig(vae_lr=0.0)
+
+
 def test_healed_images_are_the_defect_image_with_the_projection_under_the_mask(tmp_path: Path) -> None:
     from augvae.bench.arms import _healer
     from augvae.bench.results import load_cells

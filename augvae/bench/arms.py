@@ -61,7 +61,7 @@ from augvae.bench.split import settings_key
 from augvae.checkpoint import load_latents, save_model
 from augvae.config import recipe_config
 from augvae.data.images import ImageSet
-from augvae.errors import ConfigError, DataError
+from augvae.errors import ConfigError, DataError, TrainingDivergedError
 from augvae.model import load_model
 from augvae.overlay.combine import sample_around
 from augvae.overlay.engine import overlay, overlay_batch, random_overlays, render
@@ -317,12 +317,16 @@ def _vae_train(data: ImageSet, cfg: BenchConfig, steps: int, seed: int) -> Any:
     batch = min(cfg.vae_batch_size, n)
     epochs = max(1, math.ceil(steps / math.ceil(n / batch)))
     tcfg = recipe_config("small-set", epochs=epochs, batch_size=batch, seed=seed, device=cfg.device, checkpoint_every=epochs,
-                         kl_warmup_epochs=round(cfg.vae_kl_warmup * epochs))
+                         kl_warmup_epochs=round(cfg.vae_kl_warmup * epochs), lr=cfg.vae_lr)
     quiet = logging.getLogger("augvae")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # collapse warnings go into the cell record, not the console
     try:
         return train(data, cfg.vae, tcfg, progress=False), tcfg
+    except TrainingDivergedError as err:  # its fix names `augvae train`'s options; the benchmark's are --vae-*
+        raise TrainingDivergedError(f"the benchmark's VAE ({len(data)} images, {steps} steps) diverged at epoch {err.epoch} "
+                                    f"({err.reason}): retry with a lower --vae-lr (now {cfg.vae_lr:g}) or a larger "
+                                    f"--vae-batch-size (now {cfg.vae_batch_size})", reason=err.reason, epoch=err.epoch) from None
     finally:
         quiet.setLevel(level)
 
@@ -372,7 +376,9 @@ def _train_or_load(folder: Path, data: ImageSet, cfg: BenchConfig, steps: int, s
 
 
 def _vae_key(cfg: BenchConfig, data_key: str, steps: int, paths: list[str]) -> str:
-    return settings_key(data_key, sorted(paths), cfg.vae, steps, cfg.vae_batch_size, cfg.vae_kl_warmup)
+    # the learning rate joins the key only where it differs from the one every cached VAE was trained with
+    lr = () if cfg.vae_lr == 2e-3 else (cfg.vae_lr,)
+    return settings_key(data_key, sorted(paths), cfg.vae, steps, cfg.vae_batch_size, cfg.vae_kl_warmup, *lr)
 
 
 def shared_vae(cache: Path, data_key: str, train_set: ImageSet, cfg: BenchConfig, k: int, seed: int) -> CachedVAE:

@@ -73,7 +73,7 @@ RUN_FIELDS: tuple[str, ...] = ("jobs", "threads", "device", "convergence_check")
 #: Settings added after cells were committed, with the value that computes what those cells computed: left out of
 #: the fingerprint at that value, so earlier run folders still resume (``(section, field)``, ``""`` for the top level).
 ADDED_LATER: dict[tuple[str, str], Any] = {("extract", "match"): "none", ("", "heal_p"): 0.0, ("", "gen_replaces"): "defect",
-                                           ("", "transplant_rotate"): True, ("", "unplaced"): "keep-label"}
+                                           ("", "transplant_rotate"): True, ("", "unplaced"): "keep-label", ("", "vae_lr"): 2e-3}
 
 
 def _default_vae() -> ModelConfig:
@@ -157,6 +157,7 @@ class BenchConfig:
     prior_steps: int = _h("optimizer steps of each per-class VAE of the vae-prior arm", default=600)
     vae_batch_size: int = _h("VAE minibatch size (10 in the paper)", default=10)
     vae_kl_warmup: float = _h("share of VAE training over which the KL weight ramps up from 0 (0 = off)", default=0.25)
+    vae_lr: float = _h("VAE learning rate (RMSprop, the small-set recipe's; lower it if the VAE diverges)", default=2e-3)
     blur_sigma: float = _h("blurmask arms: the Gaussian blur (pixels) that replaces the VAE's projection", default=2.0)
     mix: str = _h("mixup arm: " + ", ".join(MIX_MODES), default="both")
     mix_alpha: float = _h("mixup arm: Beta(alpha, alpha) of the mixing weight", default=1.0)
@@ -223,7 +224,7 @@ class BenchConfig:
             object.__setattr__(self, "blend", default_blend(onto_defect_free=bool(self.background_class)))
         check_choice(self.gen_replaces, ("defect", "defect-free"), "gen_replaces")
         check_choice(self.unplaced, UNPLACED, "unplaced")
-        for name in ("lr", "mix_alpha", "blur_sigma"):
+        for name in ("lr", "vae_lr", "mix_alpha", "blur_sigma"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
         for name in ("weight_decay", "ratio", "overlay_scale"):
