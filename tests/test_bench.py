@@ -786,6 +786,8 @@ def test_the_default_blend_follows_the_setting_and_keeps_earlier_fingerprints() 
     assert elpv.fingerprint() == BenchConfig(background_class="ok", blend="paste").fingerprint()
     assert elpv.fingerprint() != BenchConfig(background_class="ok", blend="random").fingerprint()  # earlier ELPV runs: --blend random
     assert elpv.replace(seeds=2).blend == "paste"
+    assert BenchConfig().replace(background_class="ok").blend == "paste" and elpv.replace(background_class="").blend == "random"
+    assert BenchConfig(blend="add").replace(background_class="ok").blend == "add"  # a blend named by the user stays
 
 
 def test_channels_last_for_timm_models_on_cpu_gives_the_same_predictions() -> None:

@@ -281,7 +281,12 @@ class BenchConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> BenchConfig:
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again).
+
+        A blend that ``auto`` chose for the old ``background_class`` follows a new one.
+        """
+        if "background_class" in changes and "blend" not in changes and self.blend == default_blend(bool(self.background_class)):
+            changes["blend"] = "auto"
         return dataclasses.replace(self, **changes)
 
 
