@@ -151,7 +151,7 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # tensors and numpy values
         return _finite(obj.tolist())
     if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
+        return _finite(sorted(obj))
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
 
 

@@ -355,7 +355,8 @@ def train(
                 n_batches += 1
             mean = (sums / n_batches).tolist()
             why = divergence(mean[0] if all(math.isfinite(v) for v in mean) else math.nan, [row["loss"] for row in history],
-                             model_config.channels * model_config.image_size**2 + model_config.latent_dim)
+                             model_config.channels * model_config.image_size**2 + model_config.latent_dim,
+                             final=epoch == train_config.epochs or epoch == stop_after_epoch)
             if why:
                 kept = f"; {root} keeps the checkpoint of epoch {history[-1]['epoch']}" if root is not None and history else ""
                 where = f": delete {root} (or choose another --out) and " if root is not None else ": "
@@ -435,13 +436,14 @@ def check_model_output(root: Path) -> None:
 DIVERGENCE_FACTOR = 1e4
 
 
-def divergence(loss: float, earlier: Sequence[float], values: int = 1) -> str:
+def divergence(loss: float, earlier: Sequence[float], values: int = 1, final: bool = False) -> str:
     """Why an epoch's mean loss says training diverged, or ``""`` when it does not.
 
     Args:
         loss: this epoch's mean loss (per image).
         earlier: the mean losses of the epochs before it (empty for the first).
         values: the terms one image's loss sums over (pixels times channels, plus latent units).
+        final: whether this is the run's last epoch: no later epoch can show that an absurd loss was a spike.
 
     Example:
         >>> divergence(float("nan"), [])
@@ -450,6 +452,8 @@ def divergence(loss: float, earlier: Sequence[float], values: int = 1) -> str:
         'loss is 4.5e+33 for a second epoch in a row, more than 10,000 per pixel and latent unit'
         >>> divergence(2.5e4, [1.0e9], values=64 * 64 + 16)  # a first-epoch spike that the run recovers from
         ''
+        >>> divergence(1.0e9, [], values=64 * 64 + 16, final=True)  # a one-epoch run that ends absurd
+        'loss is 1e+09 in the last epoch, more than 10,000 per pixel and latent unit'
         >>> divergence(2e7, [2000.0, 1800.0], values=4096 + 16)
         'loss grew from 1.8e+03 to 2e+07'
         >>> divergence(2500.0, [2000.0, 1800.0], values=4096 + 16)
@@ -460,6 +464,8 @@ def divergence(loss: float, earlier: Sequence[float], values: int = 1) -> str:
     limit = DIVERGENCE_FACTOR * max(1, values)
     if loss > limit and earlier and earlier[-1] > limit:
         return f"loss is {loss:.2g} for a second epoch in a row, more than {DIVERGENCE_FACTOR:,.0f} per pixel and latent unit"
+    if loss > limit and final:
+        return f"loss is {loss:.2g} in the last epoch, more than {DIVERGENCE_FACTOR:,.0f} per pixel and latent unit"
     low = min((v for v in earlier if math.isfinite(v) and v > 0), default=None)
     if low is not None and loss > DIVERGENCE_FACTOR * low:
         return f"loss grew from {low:.2g} to {loss:.2g}"

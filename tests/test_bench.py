@@ -341,6 +341,14 @@ def test_a_random_split_that_cannot_serve_every_class_says_which_option_to_chang
         prepare_data(bench_data, cfg.replace(test_fraction=0.5), group_file=groups)  # whole classes land in the test fold
     with pytest.raises(DataError, match=r"test_fraction 0.05 of 28 images gives 2 test image\(s\).*--test-fraction"):
         prepare_data(bench_data, cfg.replace(test_fraction=0.05))  # 4 classes need 4 test images
+    lopsided = tmp_path / "lopsided"  # 3 images of one class, 60 of another: a stratified 10% rounds the small one to none
+    from PIL import Image
+    for name, n in (("rare", 3), ("common", 60)):
+        (lopsided / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("L", (32, 32), 40 + i).save(lopsided / name / f"{i}.png")
+    with pytest.raises(DataError, match=r"rare have no test images in the split \(random.*raise --test-fraction"):
+        prepare_data(lopsided, cfg.replace(test_fraction=0.1))
     one = tmp_path / "one.csv"
     one.write_text("path,class,split\n" + "\n".join(f"{r.split(',')[0]},crack,{'test' if i % 2 else 'pool'}"
                                                       for i, r in enumerate(rows) if r.startswith("crack")) + "\n")

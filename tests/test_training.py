@@ -174,6 +174,9 @@ def test_a_loss_that_explodes_while_finite_stops_the_run(tmp_path: Path, monkeyp
         train(_blobs(), ModelConfig(image_size=28, latent_dim=2), cfg, out_dir=tmp_path / "n", progress=False)
     monkeypatch.setattr(ConvVAE, "loss", forced([1e12, 300.0, 100.0]))  # a first-epoch spike, then learning
     assert len(train(_blobs(), ModelConfig(image_size=28, latent_dim=2), cfg, progress=False).history) == 3
+    monkeypatch.setattr(ConvVAE, "loss", forced([1e12]))  # no later epoch can show it was a spike
+    with pytest.raises(DataError, match=r"diverged at epoch 1 \(loss is 1e\+12 in the last epoch"):
+        train(_blobs(), ModelConfig(image_size=28, latent_dim=2), recipe_config("small-set", epochs=1, batch_size=2), progress=False)
     monkeypatch.setattr(ConvVAE, "loss", forced([100.0, 5e5, 9e5]))  # 5,000- and 9,000-fold: below both limits
     assert len(train(_blobs(), ModelConfig(image_size=28, latent_dim=2), cfg, progress=False).history) == 3
     monkeypatch.setattr(ConvVAE, "loss", real)

@@ -593,3 +593,18 @@ def test_the_python_api_refuses_images_outside_0_1(model_dir: Path) -> None:
             transplant_onto(src, bad, ["a"] * len(bad), OverlayOptions())
     with pytest.raises(InputError, match="2 backgrounds but 1 background_names"):
         transplant_onto(src, torch.rand(2, 1, S, S), ["a"], OverlayOptions())
+
+
+@pytest.mark.parametrize("policy", ["onto-background", "soft"])
+def test_transplant_onto_pastes_by_default_whatever_the_label_policy(model_dir: Path, policy: str) -> None:
+    """transplant_onto's backgrounds are defect-free, so blend='auto' is the paste there for the soft policy too."""
+    from augvae.overlay.engine import transplant_onto
+    from augvae.overlay.sources import load_sources
+
+    src = load_sources(model_dir)
+    _, _, records = transplant_onto(src, torch.full((6, 1, S, S), 0.55), [f"b{i}" for i in range(6)],
+                                    OverlayOptions(policy=policy, k=2), torch.Generator().manual_seed(0))
+    assert {b for r in records for b in r.blends} == {"paste"}
+    _, _, records = transplant_onto(src, torch.full((6, 1, S, S), 0.55), [f"b{i}" for i in range(6)],
+                                    OverlayOptions(policy=policy, k=2, blend="add"), torch.Generator().manual_seed(0))
+    assert {b for r in records for b in r.blends} == {"add"}

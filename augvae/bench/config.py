@@ -283,7 +283,9 @@ class BenchConfig:
     def replace(self, **changes: Any) -> BenchConfig:
         """A copy with some fields changed (validated again).
 
-        A blend that ``auto`` chose for the old ``background_class`` follows a new one.
+        A blend that ``auto`` chose for the old ``background_class`` follows a new one (``auto`` is resolved on
+        construction, so a blend named equal to what ``auto`` would choose follows it too; name ``blend`` in the
+        same call to keep it).
         """
         if "background_class" in changes and "blend" not in changes and self.blend == default_blend(bool(self.background_class)):
             changes["blend"] = "auto"

@@ -264,9 +264,12 @@ def prepare_data(
     counts = {c: (int(((labels == i) & ~test_mask).sum()), int(((labels == i) & test_mask).sum())) for i, c in enumerate(classes)}
     no_test = [c for c, (_, t) in counts.items() if t == 0]
     if no_test:
-        fix = ("add 'test' rows for them to the split file (or drop the class)" if split_file is not None else
-               "the group file keeps all of their images in too few groups: give them more groups, or pass a --split-file")
-        # (a random split without groups is stratified: _random_split gives every class a test image or refuses)
+        if split_file is not None:
+            fix = "add 'test' rows for them to the split file (or drop the class)"
+        elif groups is not None:
+            fix = "the group file keeps all of their images in too few groups: give them more groups, or pass a --split-file"
+        else:  # stratified, but a class much smaller than the others can round to no test image
+            fix = "raise --test-fraction, add images of those classes, or pass a --split-file"
         raise DataError(f"class(es) {', '.join(no_test)} have no test images in the split ({source}); every class needs test "
                         f"images: {fix}")
     if cfg.background_class and cfg.background_class not in classes:

@@ -20,7 +20,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -29,7 +29,7 @@ from torch import Tensor
 from augvae._convert import check_float_values
 from augvae._imageops import resize
 from augvae.errors import ConfigError, InputError
-from augvae.overlay._names import BLENDS
+from augvae.overlay._names import BLENDS, default_blend
 from augvae.overlay.combine import (
     FORMULATIONS,
     LATENT_FORMULATIONS,
@@ -303,7 +303,10 @@ def transplant_onto(src: VAESources, backgrounds: Tensor, background_names: list
         ``(images (n, C, H, W), labels, records)``: labels are class indices (``onto-background``) or
         vectors (``soft``).
     """
-    opts = OverlayOptions.from_kwargs(opts, formulation="transplant").resolve(src)
+    opts = OverlayOptions.from_kwargs(opts, formulation="transplant")
+    if opts.blend == "auto":  # the backgrounds are defect-free whatever the label policy (soft included)
+        opts = replace(opts, blend=default_blend(onto_defect_free=True))
+    opts = opts.resolve(src)
     if not isinstance(backgrounds, Tensor) or backgrounds.ndim != 4 or not backgrounds.is_floating_point() or not len(backgrounds):
         what = f"shape {tuple(backgrounds.shape)}, dtype {backgrounds.dtype}" if isinstance(backgrounds, Tensor) else type(backgrounds).__name__
         raise InputError(f"backgrounds must be a non-empty float tensor (N, C, H, W) in [0, 1], got {what}; divide 8-bit images by "
