@@ -241,7 +241,7 @@ pair resnet18-default resnet18-default paired_arms.json --shared none
 #    cells better than a random blend per defect at the same accuracy), with the off-frame fix (--unplaced redraw, 7q):
 #    D7BASE's settings at their defaults. Run on a third machine (2026-12-07, late), so every compared arm runs here:
 #    classic, classic+transplant and the three controls (the blur mask, now pasted too; CutPaste; labels alone), k = 5
-#    and 10, then k = 20, 5 seeds.
+#    and 10, then k = 20, 5 seeds. 75 cells in about 90 minutes with 2 jobs (the surface VAE, trained afresh, 13 of them).
 D8ARMS=classic,classic+transplant,classic+blurmask,classic+cutpaste,classic+relabel
 for ks in "5 10" "20"; do
   CELLS=$(for k in $ks; do for s in 0 1 2 3 4; do for a in ${D8ARMS//,/ }; do printf 'small-cnn__%s__k%s__s%s,' "$a" "$k" "$s"; done; done; done)
@@ -249,3 +249,13 @@ for ks in "5 10" "20"; do
 done
 report paste-default
 pair paste-default paste-default paired_arms.json --shared none
+# 8b. Paired with step 7's cells (the previous default: the random blend, keep-label), which ran on another machine and
+#     whose run folder is gone: rebuilt from the committed default/results.json, which holds every cell's metrics;
+#     pair_runs.py --shared classic checks that classic is identical seed by seed (it is: the same computation).
+python - "$RESULTS/default/results.json" "$RUN/default-from-results/cells" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
+for c in json.loads(pathlib.Path(sys.argv[1]).read_text())["cells"]:
+    (out / f"{c['id']}.json").write_text(json.dumps(c))
+PY
+pair paste-default default-from-results paired_with_default.json --shared classic
