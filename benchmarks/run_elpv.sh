@@ -259,3 +259,15 @@ for c in json.loads(pathlib.Path(sys.argv[1]).read_text())["cells"]:
     (out / f"{c['id']}.json").write_text(json.dumps(c))
 PY
 pair paste-default default-from-results paired_with_default.json --shared classic
+# 8c. transplant alone (no classic augmentation) with the paste, k = 5, 10, 20, into step 8's folder (arms are grid fields).
+#     15 cells in 14 minutes with 2 jobs.
+D8ARMS8C="$D8ARMS,transplant"
+CELLS=$(for k in 20 5 10; do for s in 0 1 2 3 4; do printf 'small-cnn__transplant__k%s__s%s,' "$k" "$s"; done; done)
+augvae bench "$DATA" --out "$RUN/paste-default" --per-class 5,10,20 --arms "$D8ARMS8C" --cell "${CELLS%,}" "${D7BASE[@]}"
+# 8d. Step 8's convergence check at k = 5: classic and classic+transplant at twice the steps (2,640); report merges it.
+CELLS=$(for s in 0 1 2 3 4; do for a in classic classic+transplant; do printf 'small-cnn__%s__k5__s%s,' "$a" "$s"; done; done)
+augvae bench "$DATA" --out "$RUN/paste-default/convergence" --per-class 5,10,20 --arms "$D8ARMS8C" --cell "${CELLS%,}" \
+    "${D7BASE[@]}" --steps 2640
+report paste-default
+pair paste-default paste-default paired_arms.json --shared none
+pair paste-default default-from-results paired_with_default.json --shared classic
