@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from augvae._io import blocking_lock, write_json
 from augvae.bench.classifiers import use_channels_last
-from augvae.bench.config import BenchConfig
+from augvae.bench.config import VAE_LR, BenchConfig
 from augvae.bench.split import settings_key
 from augvae.checkpoint import load_latents, save_model
 from augvae.config import recipe_config
@@ -377,7 +377,7 @@ def _train_or_load(folder: Path, data: ImageSet, cfg: BenchConfig, steps: int, s
 
 def _vae_key(cfg: BenchConfig, data_key: str, steps: int, paths: list[str]) -> str:
     # the learning rate joins the key only where it differs from the one every cached VAE was trained with
-    lr = () if cfg.vae_lr == 2e-3 else (cfg.vae_lr,)
+    lr = () if cfg.vae_lr == VAE_LR else (cfg.vae_lr,)
     return settings_key(data_key, sorted(paths), cfg.vae, steps, cfg.vae_batch_size, cfg.vae_kl_warmup, *lr)
 
 

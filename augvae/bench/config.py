@@ -25,6 +25,7 @@ from typing import Any
 
 from augvae.config import (
     DEVICES,
+    RECIPES,
     RESIZE_POLICIES,
     TRANSPLANT_TRANSLATE,
     ExtractConfig,
@@ -70,10 +71,13 @@ OVERLAY_BASES: tuple[str, ...] = ("decoded", "real", "library")
 GRID_FIELDS: tuple[str, ...] = ("arms", "classifiers", "per_class", "seeds", "first_seed")
 #: Fields that say HOW cells are run (parallelism, hardware, follow-up runs): they do not change a cell's meaning.
 RUN_FIELDS: tuple[str, ...] = ("jobs", "threads", "device", "convergence_check")
+#: The benchmark VAE's learning rate by default: the small-set recipe's, which every cached VAE was trained with.
+VAE_LR: float = RECIPES["small-set"]["lr"]
+
 #: Settings added after cells were committed, with the value that computes what those cells computed: left out of
 #: the fingerprint at that value, so earlier run folders still resume (``(section, field)``, ``""`` for the top level).
 ADDED_LATER: dict[tuple[str, str], Any] = {("extract", "match"): "none", ("", "heal_p"): 0.0, ("", "gen_replaces"): "defect",
-                                           ("", "transplant_rotate"): True, ("", "unplaced"): "keep-label", ("", "vae_lr"): 2e-3}
+                                           ("", "transplant_rotate"): True, ("", "unplaced"): "keep-label", ("", "vae_lr"): VAE_LR}
 
 
 def _default_vae() -> ModelConfig:
@@ -157,7 +161,7 @@ class BenchConfig:
     prior_steps: int = _h("optimizer steps of each per-class VAE of the vae-prior arm", default=600)
     vae_batch_size: int = _h("VAE minibatch size (10 in the paper)", default=10)
     vae_kl_warmup: float = _h("share of VAE training over which the KL weight ramps up from 0 (0 = off)", default=0.25)
-    vae_lr: float = _h("VAE learning rate (RMSprop, the small-set recipe's; lower it if the VAE diverges)", default=2e-3)
+    vae_lr: float = _h("VAE learning rate (RMSprop, the small-set recipe's; lower it if the VAE diverges)", default=VAE_LR)
     blur_sigma: float = _h("blurmask arms: the Gaussian blur (pixels) that replaces the VAE's projection", default=2.0)
     mix: str = _h("mixup arm: " + ", ".join(MIX_MODES), default="both")
     mix_alpha: float = _h("mixup arm: Beta(alpha, alpha) of the mixing weight", default=1.0)
